@@ -1,0 +1,38 @@
+"""The REST API: ``create_app(store)`` serves /api/v1 over a tracker store."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask
+
+from api import errors, health, histograms, layers, metrics, runs, series, tensors
+from api.store import EXTENSION, close_readers
+from tracker.store import Store
+
+PREFIX = "/api/v1"
+RESOURCES = (runs, layers, series, tensors, histograms, metrics, health)
+
+
+def create_app(
+    store: str | os.PathLike[str] | Store | None = None,
+    database_url: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> Flask:
+    """Create the API app over ``store`` (a folder, default $TRACKER_STORE, or an open Store)."""
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=64 << 20,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if config:
+        app.config.update(config)
+    opened = store if isinstance(store, Store) else Store.open(store, database_url)
+    app.extensions[EXTENSION] = opened
+    for resource in RESOURCES:
+        app.register_blueprint(resource.bp, url_prefix=PREFIX)
+    errors.register(app)
+    app.teardown_appcontext(close_readers)
+    return app

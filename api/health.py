@@ -1,0 +1,28 @@
+"""Service health: GET /api/v1/health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+from sqlalchemy import text
+
+from api.errors import ApiError
+from api.store import get_store
+from tracker.version import __version__
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def get() -> dict[str, Any]:
+    """Report whether the catalog database and the store folder can be reached."""
+    store = get_store()
+    try:
+        with store.catalog.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:
+        raise ApiError(503, "the catalog database is unreachable") from None
+    if not store.root.is_dir():
+        raise ApiError(503, "the store folder is unreachable")
+    return {"status": "ok", "version": __version__, "database": store.catalog.dialect}

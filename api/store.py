@@ -1,0 +1,98 @@
+"""Access to the store from request handlers: one Store per app, one reader per run per request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flask import current_app, g, request
+
+from api.errors import ApiError
+from tracker.reader import RunReader, find_run
+from tracker.store import Store, check_run_id
+
+EXTENSION = "tracker.store"
+
+
+def get_store() -> Store:
+    """The store this app serves."""
+    return current_app.extensions[EXTENSION]
+
+
+def get_reader(run_id: str) -> RunReader:
+    """A reader for ``run_id``, shared by everything in this request and closed at its end."""
+    check_run_id(run_id)
+    readers: dict[str, RunReader] = g.setdefault("tracker_readers", {})
+    if run_id not in readers:
+        store = get_store()
+        info = find_run(store, run_id)
+        if info.id != run_id:
+            raise ApiError(404, f"no run with id {run_id!r}")
+        readers[run_id] = RunReader(store, info)
+    return readers[run_id]
+
+
+def close_readers(exc: BaseException | None = None) -> None:
+    for reader in g.pop("tracker_readers", {}).values():
+        reader.close()
+
+
+def arg(name: str, required: bool = True, default: str | None = None) -> str | None:
+    """A query parameter, with a 400 naming it when it is missing."""
+    value = request.args.get(name)
+    if value is None or value == "":
+        if required:
+            raise ApiError(400, f"query parameter {name!r} is required")
+        return default
+    if len(value) > 1024 or "\x00" in value:
+        raise ApiError(400, f"query parameter {name!r} is malformed")
+    return value
+
+
+def int_arg(
+    name: str,
+    required: bool = True,
+    default: int | None = None,
+    minimum: int = 0,
+    maximum: int = 2**62,
+) -> int | None:
+    """An integer query parameter within [minimum, maximum]."""
+    raw = arg(name, required=required)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name!r} must be an integer, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ApiError(400, f"query parameter {name!r} must be between {minimum} and {maximum}")
+    return value
+
+
+def finite_or_none(values: Any) -> Any:
+    """JSON-safe numbers: NaN/Inf become null (JSON has no NaN), NumPy becomes Python."""
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind == "f":
+            obj = values.astype(np.float64)
+            out = obj.tolist()
+            if not np.isfinite(obj).all():
+                return _replace_nonfinite(out)
+            return out
+        return values.tolist()
+    if isinstance(values, float | np.floating):
+        return float(values) if np.isfinite(values) else None
+    if isinstance(values, np.integer):
+        return int(values)
+    if isinstance(values, dict):
+        return {k: finite_or_none(v) for k, v in values.items()}
+    if isinstance(values, list | tuple):
+        return [finite_or_none(v) for v in values]
+    return values
+
+
+def _replace_nonfinite(values: Any) -> Any:
+    if isinstance(values, list):
+        return [_replace_nonfinite(v) for v in values]
+    if isinstance(values, float) and not np.isfinite(values):
+        return None
+    return values

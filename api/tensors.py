@@ -1,0 +1,64 @@
+"""Snapshots: GET /api/v1/runs/<id>/tensor (JSON or .npy) and /runs/<id>/snapshots (their steps)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response
+
+from api.errors import ApiError
+from api.store import arg, finite_or_none, get_reader, int_arg
+from tracker.names import check_quantity
+
+bp = Blueprint("tensors", __name__)
+
+
+@bp.get("/runs/<run_id>/snapshots")
+def steps(run_id: str) -> dict[str, Any]:
+    """Steps at which a snapshot of this tensor is stored."""
+    layer = arg("layer") or ""
+    quantity = check_quantity(arg("quantity") or "")
+    param = arg("param", required=False)
+    call = int_arg("call", required=False, default=None, maximum=10_000)
+    found = get_reader(run_id).steps(layer, quantity, param, call)
+    return {"layer": layer, "quantity": quantity, "param": param, "steps": found.tolist()}
+
+
+@bp.get("/runs/<run_id>/tensor")
+def get(run_id: str) -> Any:
+    """One stored snapshot, as JSON (flat row-major data) or as a NumPy .npy file."""
+    layer = arg("layer") or ""
+    quantity = check_quantity(arg("quantity") or "")
+    step = int_arg("step")
+    param = arg("param", required=False)
+    call = int_arg("call", required=False, default=None, maximum=10_000)
+    fmt = arg("format", required=False, default="json")
+    if fmt not in ("json", "npy"):
+        raise ApiError(400, f"format must be 'json' or 'npy', got {fmt!r}")
+    data, meta = get_reader(run_id).tensor_with_meta(layer, quantity, step or 0, param, call)
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, data, allow_pickle=False)
+        return Response(
+            buf.getvalue(),
+            mimetype="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{quantity}-{step}.npy"'},
+        )
+    finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
+    return finite_or_none(
+        {
+            "layer": layer,
+            "quantity": quantity,
+            "param": param,
+            "step": step,
+            "call": meta["call"],
+            "shape": list(data.shape),
+            "full_shape": meta["full_shape"],
+            "dtype": meta["dtype"],
+            "min": float(finite.min()) if finite.size else None,
+            "max": float(finite.max()) if finite.size else None,
+            "data": data.reshape(-1),
+        }
+    )

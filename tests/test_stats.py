@@ -1,0 +1,109 @@
+"""Stats rows against a float64 NumPy oracle, including the cases that need the precise pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from tracker.capture.stats import StatsBatch, reference_stats
+from tracker.names import STAT_INDEX
+
+RTOL = 2e-5
+
+
+def _row(t: torch.Tensor, kind: str | None = None) -> np.ndarray:
+    batch = StatsBatch()
+    i = batch.add(t, kind)  # type: ignore[arg-type]
+    return batch.resolve()[i]
+
+
+@pytest.mark.parametrize("shape", [(7,), (4, 5), (3, 2, 4, 4), (2, 3, 5)])
+def test_matches_reference(shape: tuple[int, ...]) -> None:
+    t = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    np.testing.assert_allclose(_row(t), reference_stats(t.numpy()), rtol=RTOL, atol=1e-7)
+
+
+def test_many_tensors_resolve_in_one_batch() -> None:
+    tensors = [torch.randn(5, 3) * k for k in range(1, 6)]
+    batch = StatsBatch()
+    idx = [batch.add(t) for t in tensors]
+    rows = batch.resolve()
+    for i, t in zip(idx, tensors, strict=True):
+        np.testing.assert_allclose(rows[i], reference_stats(t.numpy()), rtol=RTOL, atol=1e-7)
+    assert len(batch) == 0  # resolve() leaves the batch empty for reuse
+
+
+def test_nan_and_inf_are_counted_and_moments_use_finite_values() -> None:
+    t = torch.tensor([1.0, float("nan"), 3.0, float("inf"), -float("inf"), 0.0])
+    row = _row(t)
+    assert row[STAT_INDEX["nan_count"]] == 1
+    assert row[STAT_INDEX["inf_count"]] == 2
+    assert row[STAT_INDEX["mean"]] == pytest.approx(4 / 3)
+    assert row[STAT_INDEX["max"]] == 3.0
+    np.testing.assert_allclose(row, reference_stats(t.numpy()), rtol=RTOL)
+
+
+def test_float32_overflow_in_sum_of_squares_is_recomputed() -> None:
+    t = torch.full((1000,), 3e37)
+    row = _row(t)
+    assert row[STAT_INDEX["inf_count"]] == 0
+    assert row[STAT_INDEX["norm"]] == pytest.approx(3e37 * np.sqrt(1000), rel=1e-6)
+
+
+def test_std_survives_cancellation_when_mean_dominates() -> None:
+    # A BatchNorm weight near 1 with a tiny spread: sumsq/n - mean^2 would lose every digit.
+    t = 1.0 + 1e-4 * torch.randn(10_000, generator=torch.Generator().manual_seed(0))
+    row = _row(t)
+    assert row[STAT_INDEX["std"]] == pytest.approx(float(t.double().std(unbiased=False)), rel=1e-3)
+
+
+def test_empty_tensor_gives_count_zero_and_no_error() -> None:
+    row = _row(torch.empty(0, 3))
+    assert row[STAT_INDEX["count"]] == 0
+    assert np.isnan(row[STAT_INDEX["mean"]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_other_dtypes_are_summarized_in_float32(dtype: torch.dtype) -> None:
+    t = torch.randn(50, generator=torch.Generator().manual_seed(2)).to(dtype)
+    np.testing.assert_allclose(_row(t), reference_stats(t.float().numpy()), rtol=RTOL, atol=1e-7)
+
+
+def test_non_contiguous_input() -> None:
+    t = torch.randn(6, 8).t()
+    np.testing.assert_allclose(_row(t), reference_stats(t.numpy()), rtol=RTOL, atol=1e-7)
+
+
+def test_dead_units_are_counted_per_channel() -> None:
+    x = torch.rand(4, 3, 2, 2)
+    x[:, 1] = 0.0  # channel 1 never fires
+    assert _row(x, "relu")[STAT_INDEX["dead_frac"]] == pytest.approx(1 / 3)
+    y = torch.rand(5, 4)
+    y[:, 0] = 0.0
+    assert _row(y, "relu")[STAT_INDEX["dead_frac"]] == pytest.approx(1 / 4)
+
+
+def test_saturation_for_sigmoid_and_tanh() -> None:
+    s = torch.tensor([0.001, 0.5, 0.999, 0.2])
+    assert _row(s, "sigmoid")[STAT_INDEX["saturated_frac"]] == pytest.approx(0.5)
+    t = torch.tensor([-0.995, 0.1, 0.2, 0.999])
+    assert _row(t, "tanh")[STAT_INDEX["saturated_frac"]] == pytest.approx(0.5)
+    assert np.isnan(_row(t)[STAT_INDEX["saturated_frac"]])  # only for sigmoid/tanh outputs
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(
+        np.float32,
+        st.tuples(st.integers(1, 6), st.integers(1, 6)),
+        elements=st.floats(-1e6, 1e6, width=32, allow_nan=False),
+    )
+)
+def test_property_matches_reference_for_finite_values(a: np.ndarray) -> None:
+    row = _row(torch.from_numpy(a.copy()))
+    want = reference_stats(a)
+    np.testing.assert_allclose(row, want, rtol=1e-4, atol=1e-3 * max(1.0, float(np.abs(a).max())))

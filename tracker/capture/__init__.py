@@ -1,0 +1,1 @@
+"""Capture: hooks that take references (watch.py), a worker that summarizes them (engine.py)."""

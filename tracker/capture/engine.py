@@ -1,0 +1,238 @@
+"""The stats worker: turns a closed step's tensor references into host-side summaries.
+
+It runs on its own thread so that the training thread only pays for taking references (watch.py).
+Parameters are read first, because the next optimizer step overwrites them: a global optimizer
+step-pre-hook waits until the previous step's parameters have been read (normally already done).
+Parameters changed by anything else while being read are detected by their version counter and that
+reading is dropped and counted, never stored half-updated.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.optim.optimizer as optim_hooks
+from torch import Tensor
+
+from tracker.capture.histogram import binade_histogram
+from tracker.capture.snapshot import take_snapshot
+from tracker.capture.stats import StatsBatch
+from tracker.capture.step import Summary, TensorEntry, WatchCapture
+
+_PARAM_QUANTITIES = ("weight", "weight_grad")
+# Bound on how long an optimizer step waits for the worker before going ahead regardless (I1).
+PARAMS_WAIT_SECONDS = 10.0
+
+
+@dataclass
+class StepItem:
+    """One closed step on its way to the worker: metrics always, tensors if any were captured."""
+
+    step: int
+    epoch: int | None
+    time: float
+    metrics: dict[str, float]
+    captures: list[WatchCapture] = field(default_factory=list)
+    params_read: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class StepRecord:
+    """What the writer receives for one step."""
+
+    step: int
+    epoch: int | None
+    time: float
+    metrics: dict[str, float]
+    summaries: list[Summary]
+    layer_shapes: dict[str, dict[str, list[int]]]
+
+
+class Engine:
+    """A daemon thread with a short queue of closed steps, summarized in order."""
+
+    def __init__(
+        self,
+        sink: Callable[[StepRecord], None],
+        on_error: Callable[[str, BaseException], None],
+        max_pending: int = 1,
+        max_wait: float = 5.0,
+    ) -> None:
+        self._sink = sink
+        self._on_error = on_error
+        # One step waiting while another is summarized bounds the tensors held to two steps.
+        self._max_pending = max_pending
+        self._max_wait = max_wait
+        self._queue: deque[StepItem] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._stopping = False
+        self._last_item: StepItem | None = None
+        self.counters: Counter[str] = Counter()
+        self._hook = optim_hooks.register_optimizer_step_pre_hook(self._before_optimizer_step)
+        self._thread = threading.Thread(target=self._loop, name="tracker-stats", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: StepItem) -> None:
+        """Queue a closed step. If the worker is behind, wait for it (back-pressure) at most
+        ``max_wait`` seconds, then drop the step's tensors but keep its metrics (I1)."""
+        with self._cond:
+            if item.captures and self._queued_with_tensors() >= self._max_pending:
+                deadline = time.monotonic() + self._max_wait
+                while self._queued_with_tensors() >= self._max_pending and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._thread.is_alive():
+                        break
+                    self._cond.wait(remaining)
+                if self._queued_with_tensors() >= self._max_pending:
+                    self.counters["dropped_steps"] += 1
+                    item.captures = []
+            if not item.captures:
+                item.params_read.set()
+            if self._stopping:
+                item.params_read.set()
+                self.counters["late_steps"] += 1
+                return
+            self._queue.append(item)
+            self._last_item = item
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued step has been handed to the sink; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if not self._thread.is_alive():
+                    return False
+                self._cond.wait(remaining if remaining is not None else 1.0)
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Finish queued work (up to ``timeout``), then stop the thread and the optimizer hook."""
+        done = self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            for item in self._queue:
+                item.params_read.set()
+            self._cond.notify_all()
+        self._hook.remove()
+        self._thread.join(timeout=5.0)
+        return done
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _queued_with_tensors(self) -> int:
+        return sum(1 for i in self._queue if i.captures)
+
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        item = self._last_item
+        if item is not None and not item.params_read.wait(PARAMS_WAIT_SECONDS):
+            self.counters["params_wait_timeouts"] += 1
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                item = self._queue.popleft()
+                self._busy = True
+            try:
+                try:
+                    record = self._summarize(item)
+                except Exception as exc:
+                    self._on_error("summarizing a step", exc)
+                    self.counters["lost_steps"] += 1
+                    # The metrics of the step must survive a failure to summarize its tensors.
+                    record = StepRecord(item.step, item.epoch, item.time, item.metrics, [], {})
+                self._sink(record)
+            except Exception as exc:
+                self._on_error("handing a step to the writer", exc)
+            finally:
+                item.params_read.set()
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _summarize(self, item: StepItem) -> StepRecord:
+        summaries: list[Summary] = []
+        shapes: dict[str, dict[str, list[int]]] = {}
+        split = []
+        for capture in item.captures:
+            params = [e for e in capture.entries if e.quantity in _PARAM_QUANTITIES]
+            others = [e for e in capture.entries if e.quantity not in _PARAM_QUANTITIES]
+            split.append((capture, others))
+            summaries.extend(self._summaries(capture, params))
+        item.params_read.set()
+        for capture, others in split:
+            summaries.extend(self._summaries(capture, others))
+            self.counters["dropped_inplace"] += capture.dropped_inplace
+            self.counters["skipped_calls"] += capture.skipped_calls
+            for layer, parts in capture.layer_shapes.items():
+                shapes.setdefault(layer, {}).update(parts)
+        item.captures = []  # release the tensors now
+        return StepRecord(item.step, item.epoch, item.time, item.metrics, summaries, shapes)
+
+    def _summaries(self, capture: WatchCapture, entries: list[TensorEntry]) -> list[Summary]:
+        if not entries:
+            return []
+        batch = StatsBatch()
+        for entry in entries:
+            batch.add(entry.tensor, entry.kind if entry.quantity == "activation" else None)
+        hists = _histograms([e.tensor for e in entries]) if capture.histograms else None
+        snaps = None
+        if capture.snapshots:
+            snaps = [
+                take_snapshot(
+                    e.tensor,
+                    capture.snapshot_samples if e.quantity.startswith("activation") else None,
+                    capture.snapshot_max_elements,
+                    capture.snapshot_dtype,  # type: ignore[arg-type]
+                )
+                for e in entries
+            ]
+        rows = batch.resolve()
+        out = []
+        for i, entry in enumerate(entries):
+            if entry.mutated():  # overwritten while we read it: drop rather than store a mix
+                self.counters["torn_reads"] += 1
+                continue
+            out.append(
+                Summary(
+                    entry.layer,
+                    entry.quantity,
+                    entry.part,
+                    entry.call,
+                    entry.flags,
+                    rows[i],
+                    None if hists is None else hists[i],
+                    None if snaps is None else snaps[i],
+                )
+            )
+        return out
+
+
+def _histograms(tensors: list[Tensor]) -> list[np.ndarray]:
+    """Binade histograms of many tensors with one host transfer per device."""
+    by_device: dict[torch.device, list[int]] = {}
+    counts: list[Tensor] = []
+    for i, t in enumerate(tensors):
+        counts.append(binade_histogram(t) if t.numel() else torch.zeros(512, dtype=torch.int64))
+        by_device.setdefault(counts[-1].device, []).append(i)
+    result: list[np.ndarray] = [np.empty(0)] * len(tensors)
+    for indices in by_device.values():
+        host = torch.stack([counts[i] for i in indices]).cpu().numpy()
+        for row, i in enumerate(indices):
+            result[i] = host[row]
+    return result

@@ -1,0 +1,65 @@
+"""What a watch hands over when a step closes, and what the engine makes of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import Tensor
+
+from tracker.capture.snapshot import Snapshot
+from tracker.capture.stats import ActivationKind
+
+# Bits of TensorEntry.flags / Summary.flags.
+GRAD_ENABLED = 1  # the forward ran with autograd on (a training forward)
+TRAINING_MODE = 2  # module.training was True (not eval mode)
+
+
+@dataclass
+class TensorEntry:
+    """A reference to one tensor of one step; nothing is copied unless in-place ops require it."""
+
+    layer: str
+    quantity: str
+    part: str  # "output", "output.0", ... for activations; the parameter name for weights
+    call: int  # 0 for the first forward call of the module in this step, 1 for the next, ...
+    flags: int
+    tensor: Tensor
+    kind: ActivationKind = None
+    # The source tensor's version counter at capture time, to detect later in-place writes.
+    version_of: Tensor | None = None
+    version: int = 0
+
+    def mutated(self) -> bool:
+        """True if the source tensor was written in place since it was captured."""
+        return self.version_of is not None and self.version_of._version != self.version
+
+
+@dataclass
+class WatchCapture:
+    """All tensors one watch captured for one step, plus what to compute from them."""
+
+    step: int
+    histograms: bool
+    snapshots: bool
+    snapshot_samples: int
+    snapshot_max_elements: int
+    snapshot_dtype: object  # torch.dtype | None
+    entries: list[TensorEntry] = field(default_factory=list)
+    layer_shapes: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    dropped_inplace: int = 0
+    skipped_calls: int = 0
+
+
+@dataclass
+class Summary:
+    """Host-side results for one tensor of one step: what the writer stores."""
+
+    layer: str
+    quantity: str
+    part: str
+    call: int
+    flags: int
+    stats: np.ndarray
+    histogram: np.ndarray | None = None
+    snapshot: Snapshot | None = None

@@ -1,0 +1,269 @@
+"""Hooks on a model's layers: the handle returned by ``run.watch(model)``.
+
+Hooks only take references; all arithmetic happens later, off the training thread (engine.py):
+- activation: a forward hook keeps ``output.detach()`` (a view, no copy). Outputs later written in
+  place (``ReLU(inplace=True)``, ``x += y``) are found by their version counter: a layer's first
+  recorded step clones its outputs and checks; layers seen mutated are cloned from then on.
+- activation_grad: the forward hook registers ``output.register_hook``, which autograd calls with
+  dLoss/d(output) even when the output was later modified in place (never full backward hooks, which
+  fail on in-place ops).
+- weight_grad: ``register_post_accumulate_grad_hook`` keeps the accumulated ``param.grad``.
+- weight: the parameter itself, taken when the step closes.
+Forwards re-run inside backward (activation checkpointing) are not recorded twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from tracker.capture.layers import LayerSpec
+from tracker.capture.outputs import output_parts
+from tracker.capture.policy import WatchPolicy
+from tracker.capture.step import GRAD_ENABLED, TRAINING_MODE, TensorEntry, WatchCapture
+
+# Parameters belong to the training step, whatever forwards ran around it.
+_PARAM_FLAGS = GRAD_ENABLED | TRAINING_MODE
+
+
+def _in_backward() -> bool:
+    # A forward hook firing while autograd runs a graph is an activation-checkpointing recompute.
+    return torch._C._current_graph_task_id() != -1
+
+
+class Watch:
+    """Hooks on the chosen layers of one model; a context manager, closed at most once.
+
+    >>> with tracker.init(project="demo") as run:
+    ...     with run.watch(model) as watch:       # or watch = run.watch(model); watch.close()
+    ...         train(model)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: list[LayerSpec],
+        policy: WatchPolicy,
+        on_error: Callable[[str, BaseException], None],
+        on_close: Callable[[Watch], None],
+    ) -> None:
+        self.model = model
+        self.policy = policy
+        self._specs = layers
+        self._index = {spec.name: i for i, spec in enumerate(layers)}
+        self._on_error = on_error
+        self._on_close = on_close
+        self._handles: list[RemovableHandle] = []
+        self._lock = threading.Lock()  # guards buffers: backward may run hooks on other threads
+        self._closed = False
+        self._recording = False
+        self._hist = self._snap = False
+        self._calls = [0] * len(layers)
+        self._entries: list[TensorEntry] = []
+        self._param_grads: dict[int, Tensor] = {}
+        self._trusted: set[tuple[int, str]] = set()  # (layer, part) outputs never seen mutated
+        self._cloned: set[tuple[int, str]] = set()  # outputs that other ops write in place
+        self._shapes: dict[str, dict[str, list[int]]] = {}
+        self._skipped_calls = 0
+        self._last_closed: int | None = None
+        self._closed_calls = [0] * len(layers)
+        self._attach()
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the watched layers, in model order."""
+        return [s.name for s in self._specs]
+
+    @property
+    def specs(self) -> list[LayerSpec]:
+        """Descriptions of the watched layers."""
+        return list(self._specs)
+
+    @property
+    def closed(self) -> bool:
+        """True once the hooks are removed."""
+        return self._closed
+
+    def close(self) -> None:
+        """Remove every hook (in reverse order); safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in reversed(self._handles):
+            handle.remove()
+        self._handles.clear()
+        with self._lock:
+            self._entries.clear()
+            self._param_grads.clear()
+        self._on_close(self)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Watch {type(self.model).__name__} layers={len(self._specs)} {state}>"
+
+    # -- called by the run -------------------------------------------------------------------
+
+    def begin_step(self, step: int) -> None:
+        """Arm the hooks for the step the next run.log() is expected to close."""
+        stats, hist, snap = self.policy.cadence(step)
+        self._recording = stats and not self._closed
+        self._hist, self._snap = hist, snap
+
+    def end_step(self, step: int) -> WatchCapture | None:
+        """Hand over what was captured since begin_step(), or None if this step records nothing."""
+        with self._lock:
+            entries, self._entries = self._entries, []
+            grads, self._param_grads = self._param_grads, {}
+            skipped, self._skipped_calls = self._skipped_calls, 0
+            calls, self._calls = self._calls, [0] * len(self._specs)
+        repeated = step == self._last_closed
+        if repeated:  # log() twice for one step: number the new calls after the earlier ones
+            for entry in entries:
+                entry.call += self._closed_calls[self._index[entry.layer]]
+            calls = [a + b for a, b in zip(calls, self._closed_calls, strict=True)]
+        self._last_closed, self._closed_calls = step, calls
+        if not self._recording or self._closed:
+            return None
+        policy = self.policy
+        capture = WatchCapture(
+            step=step,
+            histograms=self._hist,
+            snapshots=self._snap,
+            snapshot_samples=policy.snapshot_samples,
+            snapshot_max_elements=policy.snapshot_max_elements,
+            snapshot_dtype=policy.torch_snapshot_dtype(),
+            skipped_calls=skipped,
+        )
+        for entry in entries:
+            if entry.quantity == "activation" and not self._check_activation(entry):
+                capture.dropped_inplace += 1
+                continue
+            capture.entries.append(entry)
+        if not repeated:  # parameters were taken when the step first closed
+            self._add_parameters(capture, grads)
+        capture.layer_shapes = self._shapes
+        self._shapes = {}
+        return capture
+
+    # -- hooks ----------------------------------------------------------------------------------
+
+    def _attach(self) -> None:
+        seen: set[int] = set()
+        for index, spec in enumerate(self._specs):
+            hook = functools.partial(self._on_forward, index)
+            self._handles.append(spec.module.register_forward_hook(hook))
+            for _, param in spec.params:
+                if id(param) in seen or not param.requires_grad:
+                    continue
+                seen.add(id(param))
+                self._handles.append(param.register_post_accumulate_grad_hook(self._on_param_grad))
+
+    def _on_forward(self, index: int, module: nn.Module, args: Any, output: Any) -> None:
+        if not self._recording:
+            return
+        try:
+            self._capture_output(index, module, output)
+        except Exception as exc:  # I1: a tracking bug must never break the user's forward
+            self._on_error("capturing an activation", exc)
+
+    def _capture_output(self, index: int, module: nn.Module, output: Any) -> None:
+        if _in_backward():
+            return
+        with self._lock:
+            call = self._calls[index]
+            if call >= self.policy.max_calls:
+                self._skipped_calls += 1
+                return
+            self._calls[index] = call + 1
+        grad_on = torch.is_grad_enabled()
+        flags = (GRAD_ENABLED if grad_on else 0) | (TRAINING_MODE if module.training else 0)
+        spec = self._specs[index]
+        for part, tensor in output_parts(output):
+            key = (index, part)
+            view = tensor.detach()
+            data = view if key in self._trusted else view.clone()
+            entry = TensorEntry(
+                spec.name, "activation", part, call, flags, data, spec.kind, view, tensor._version
+            )
+            if call == 0 and part not in self._shapes.get(spec.name, {}):
+                self._shapes.setdefault(spec.name, {})[part] = list(tensor.shape)
+            with self._lock:
+                self._entries.append(entry)
+            if grad_on and tensor.requires_grad:
+                tensor.register_hook(functools.partial(self._on_grad, index, part, call, flags))
+
+    def _on_grad(self, index: int, part: str, call: int, flags: int, grad: Tensor) -> None:
+        try:
+            if self._recording and grad is not None:
+                entry = TensorEntry(
+                    self._specs[index].name, "activation_grad", part, call, flags, grad
+                )
+                with self._lock:
+                    self._entries.append(entry)
+        except Exception as exc:  # I1
+            self._on_error("capturing an activation gradient", exc)
+
+    def _on_param_grad(self, param: Tensor) -> None:
+        if self._recording and param.grad is not None:
+            self._param_grads[id(param)] = param.grad
+
+    # -- step close helpers --------------------------------------------------------------------
+
+    def _check_activation(self, entry: TensorEntry) -> bool:
+        """Decide whether a captured output is still the module's output; learn which to clone."""
+        key = (self._index[entry.layer], entry.part)
+        mutated = entry.mutated()
+        cloned = entry.tensor is not entry.version_of
+        entry.version_of = None  # drop the extra reference now
+        if mutated:
+            self._trusted.discard(key)
+            self._cloned.add(key)
+            return cloned  # a clone still holds the true output; a bare view does not
+        if key not in self._cloned:
+            self._trusted.add(key)
+        return True
+
+    def _add_parameters(self, capture: WatchCapture, grads: dict[int, Tensor]) -> None:
+        for spec in self._specs:
+            for pname, param in spec.params:
+                weight = param.detach()
+                capture.entries.append(
+                    TensorEntry(
+                        spec.name,
+                        "weight",
+                        pname,
+                        0,
+                        _PARAM_FLAGS,
+                        weight,
+                        None,
+                        weight,
+                        weight._version,
+                    )
+                )
+                grad = grads.get(id(param), param.grad)
+                if grad is not None:
+                    capture.entries.append(
+                        TensorEntry(
+                            spec.name,
+                            "weight_grad",
+                            pname,
+                            0,
+                            _PARAM_FLAGS,
+                            grad,
+                            None,
+                            grad,
+                            grad._version,
+                        )
+                    )

@@ -1,0 +1,36 @@
+"""Settings read from TRACKER_* environment variables, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_STORE = "./tracker-data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Environment-derived defaults; explicit arguments always win over these."""
+
+    store: str = DEFAULT_STORE
+    # SQLAlchemy URL of the catalog; None means SQLite inside the store folder.
+    database_url: str | None = None
+    # Seconds a run waits at finish() for queued data to reach disk.
+    finish_timeout: float = 60.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Read the TRACKER_* variables (TRACKER_STORE, TRACKER_DATABASE_URL, ...)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            store=env.get("TRACKER_STORE") or DEFAULT_STORE,
+            database_url=env.get("TRACKER_DATABASE_URL") or None,
+            finish_timeout=float(env.get("TRACKER_FINISH_TIMEOUT") or 60.0),
+        )
+
+
+def resolve_store_path(store: str | os.PathLike[str] | None) -> Path:
+    """Return the store folder: the argument, else $TRACKER_STORE, else ./tracker-data."""
+    chosen = os.fspath(store) if store is not None else Settings.from_env().store
+    return Path(chosen).expanduser().resolve()

@@ -1,0 +1,504 @@
+"""Read runs back as NumPy arrays: ``tracker.open_run()`` and ``tracker.list_runs()``."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import h5py
+import numpy as np
+
+from tracker.capture.histogram import display_edges, to_display
+from tracker.capture.step import GRAD_ENABLED
+from tracker.catalog import Layer, Run, Segment
+from tracker.errors import InvalidArgumentError, NotFoundError
+from tracker.health import Flag, layer_flags
+from tracker.names import (
+    PARAM_QUANTITIES,
+    QUANTITIES,
+    STAT_INDEX,
+    STAT_NAMES,
+    check_quantity,
+    check_stat,
+)
+from tracker.store import Store
+from tracker.store import segment as seg
+
+_RUN_ID = re.compile(r"^[0-9a-f]{8,32}$")
+_OPEN_FILES = 16  # per reader: enough for a page of plots without exhausting file handles
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A row of list_runs()."""
+
+    id: str
+    name: str
+    project: str
+    status: str
+    status_reason: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    config: dict[str, Any]
+    tags: list[str]
+    summary: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, run: Run, project: str) -> RunInfo:
+        return cls(
+            run.id,
+            run.name,
+            project,
+            run.status,
+            run.status_reason,
+            run.started_at,
+            run.ended_at,
+            dict(run.config or {}),
+            list(run.tags or []),
+            dict(run.summary or {}),
+        )
+
+
+def _limit(names: list[str], n: int = 20) -> str:
+    shown = ", ".join(names[:n])
+    return shown + (f", ... ({len(names) - n} more)" if len(names) > n else "")
+
+
+class RunReader:
+    """Read-only view of one run's layers, stats, histograms, snapshots and metrics."""
+
+    def __init__(self, store: Store, info: RunInfo, owns_store: bool = False) -> None:
+        self._store = store
+        self._owns_store = owns_store
+        self.info = info
+        self._files: OrderedDict[str, h5py.File] = OrderedDict()
+        self._layers: dict[str, Layer] | None = None
+        self._segments: list[Segment] | None = None
+
+    # -- identity ----------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def project(self) -> str:
+        return self.info.project
+
+    @property
+    def status(self) -> str:
+        return self.info.status
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.info.config
+
+    def __repr__(self) -> str:
+        return f"<RunReader {self.id} {self.project}/{self.name} {self.status}>"
+
+    def __enter__(self) -> RunReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close open files (and the store, if this reader opened it)."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        if self._owns_store:
+            self._store.close()
+
+    def refresh(self) -> None:
+        """Forget cached layers and segments, to see what a running job wrote since."""
+        self._layers = None
+        self._segments = None
+        row = self._store.catalog.get_run(self.id)
+        if row is not None:
+            self.info = RunInfo.from_row(row, self.info.project)
+
+    # -- layers ----------------------------------------------------------------------------
+
+    def _layer_rows(self) -> dict[str, Layer]:
+        if self._layers is None:
+            self._layers = {row.name: row for row in self._store.catalog.layers(self.id)}
+        return self._layers
+
+    def layers(self) -> list[str]:
+        """Watched layer names in model order."""
+        return list(self._layer_rows())
+
+    def layer_info(self, layer: str | None = None) -> Any:
+        """Type, shapes and parameters of one layer (or a list for all)."""
+        rows = self._layer_rows()
+        if layer is None:
+            return [self._describe(r) for r in rows.values()]
+        return self._describe(self._layer(layer))
+
+    @staticmethod
+    def _describe(row: Layer) -> dict[str, Any]:
+        return {
+            "name": row.name,
+            "type": row.type,
+            "kind": row.kind,
+            "position": row.position,
+            "shapes": dict(row.shapes or {}),
+            "params": dict(row.params or {}),
+        }
+
+    def _layer(self, layer: str) -> Layer:
+        rows = self._layer_rows()
+        if layer not in rows:
+            self._layers = None  # a running job may have added it since
+            rows = self._layer_rows()
+        if layer not in rows:
+            raise NotFoundError(
+                f"run {self.id} has no layer {layer!r}; layers: {_limit(list(rows))}"
+            )
+        return rows[layer]
+
+    def parts(self, layer: str, quantity: str) -> list[str]:
+        """Parameter names (weight quantities) or output parts (activations) of a layer."""
+        check_quantity(quantity)
+        row = self._layer(layer)
+        return list((row.params if quantity in PARAM_QUANTITIES else row.shapes) or {})
+
+    def _part(self, layer: str, quantity: str, param: str | None) -> str:
+        parts = self.parts(layer, quantity)
+        if param is None:
+            preferred = "weight" if quantity in PARAM_QUANTITIES else "output"
+            if preferred in parts:
+                return preferred
+            if parts:
+                return parts[0]
+            raise NotFoundError(f"layer {layer!r} has no recorded {quantity}")
+        if param not in parts:
+            what = "parameters" if quantity in PARAM_QUANTITIES else "output parts"
+            raise NotFoundError(
+                f"layer {layer!r} has no {quantity} {param!r}; {what}: {_limit(parts)}"
+            )
+        return param
+
+    # -- segments -------------------------------------------------------------------------
+
+    def _segment_rows(self) -> list[Segment]:
+        if self._segments is None:
+            self._segments = self._store.catalog.segments(self.id, rank=0)
+        return self._segments
+
+    def _open(self, relpath: str) -> h5py.File:
+        f = self._files.get(relpath)
+        if f is not None:
+            self._files.move_to_end(relpath)
+            return f
+        f = self._store.files.open(relpath)
+        self._files[relpath] = f
+        while len(self._files) > _OPEN_FILES:
+            _, old = self._files.popitem(last=False)
+            old.close()
+        return f
+
+    # -- stats ------------------------------------------------------------------------------
+
+    def stats(
+        self, layer: str, quantity: str, param: str | None = None, call: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(steps (n,), stats (n, len(STAT_NAMES))) of one tensor over the whole run.
+
+        ``call``: which forward call of the module in a step (None: the training forward).
+        """
+        call = _check_call(call)
+        key = (layer, quantity, self._part(layer, quantity, param))
+        indexes, rows_parts = [], []
+        for segment in self._segment_rows():
+            found = seg.read_stats(self._open(segment.path), key)
+            if found is not None:
+                indexes.append(found[0])
+                rows_parts.append(found[1])
+        if not indexes:
+            return np.empty(0, dtype=np.int64), np.empty((0, len(STAT_NAMES)))
+        index = np.concatenate(indexes)
+        chosen = _select_rows(index, call)
+        return index[chosen, 0], np.concatenate(rows_parts)[chosen]
+
+    def series(
+        self,
+        layer: str,
+        quantity: str,
+        stat: str,
+        param: str | None = None,
+        call: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of one stat ("mean", "std", "norm", ...) of one tensor over the run."""
+        column = check_stat(stat)
+        steps, rows = self.stats(layer, quantity, param, call)
+        return steps, rows[:, column]
+
+    def latest(self, max_segments: int = 3) -> dict[tuple[str, str, str], tuple[int, np.ndarray]]:
+        """Last stats row (training call) of each tensor: {(layer, quantity, part): (step, row)}.
+
+        Looks at the newest ``max_segments`` segments only, so it stays fast on long runs.
+        """
+        found: dict[tuple[str, str, str], tuple[int, np.ndarray]] = {}
+        for segment in reversed(self._segment_rows()[-max_segments:]):
+            f = self._open(segment.path)
+            for key in seg.series_keys(f):
+                stored = seg.read_stats(f, key)
+                if key in found or stored is None:
+                    continue
+                index, stats = stored
+                rows = _select_rows(index, None)
+                if rows.size:
+                    found[key] = (int(index[rows[-1], 0]), stats[rows[-1]])
+        return found
+
+    def health(self) -> dict[str, list[Flag]]:
+        """Health flags of every layer from its latest stats (see tracker.health)."""
+        latest = self.latest()
+        by_layer: dict[str, dict[str, np.ndarray | None]] = {}
+        for (layer, quantity, part), (_, row) in latest.items():
+            main = "weight" if quantity in PARAM_QUANTITIES else "output"
+            slot = by_layer.setdefault(layer, {})
+            if part == main or quantity not in slot:
+                slot[quantity] = row
+        grad_rows = [q.get("weight_grad") for q in by_layer.values()]
+        grad_norms = [float(r[STAT_INDEX["norm"]]) for r in grad_rows if r is not None]
+        finite = [g for g in grad_norms if np.isfinite(g)]
+        max_norm = max(finite) if finite else None
+        rows = self._layer_rows()
+        return {
+            name: layer_flags(by_layer.get(name, {}), rows[name].kind, max_norm) for name in rows
+        }
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def _snapshot_calls(
+        self, key: tuple[str, str, str], call: int | None
+    ) -> dict[int, tuple[Segment, int]]:
+        """{step: (segment, call)} of the snapshots to use for each step."""
+        chosen: dict[int, tuple[Segment, int]] = {}
+        for segment in self._segment_rows():
+            f = self._open(segment.path)
+            pairs = seg.snapshot_index(f, key)
+            if not pairs:
+                continue
+            stored = seg.read_stats(f, key)
+            flags = {}
+            if stored is not None:
+                flags = {(int(a), int(b)): int(c) for a, b, c in stored[0]}
+            have = np.asarray([(st, c, flags.get((st, c), 0)) for st, c in pairs], dtype=np.int64)
+            for row in _select_rows(have, call):
+                step = int(have[row, 0])
+                chosen.setdefault(step, (segment, int(have[row, 1])))
+        return chosen
+
+    def steps(
+        self, layer: str, quantity: str, param: str | None = None, call: int | None = None
+    ) -> np.ndarray:
+        """Steps that have a stored snapshot of this tensor."""
+        key = (layer, quantity, self._part(layer, quantity, param))
+        return np.asarray(sorted(self._snapshot_calls(key, _check_call(call))), dtype=np.int64)
+
+    def tensor_with_meta(
+        self,
+        layer: str,
+        quantity: str,
+        step: int,
+        param: str | None = None,
+        call: int | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The snapshot and its metadata (dtype, full_shape: shape before it was bounded, call)."""
+        step = _check_step(step)
+        key = (layer, quantity, self._part(layer, quantity, param))
+        chosen = self._snapshot_calls(key, _check_call(call))
+        if step in chosen:
+            segment, which = chosen[step]
+            found = seg.read_snapshot(self._open(segment.path), key, step, which)
+            if found is not None:
+                found[1]["call"] = which
+                return found
+        raise NotFoundError(
+            f"no {quantity} snapshot of {layer!r} at step {step}; snapshot steps: "
+            f"{_limit([str(s) for s in sorted(chosen)]) or 'none yet'}"
+        )
+
+    def tensor(
+        self,
+        layer: str,
+        quantity: str,
+        step: int,
+        param: str | None = None,
+        call: int | None = None,
+    ) -> np.ndarray:
+        """The stored snapshot at ``step`` (first samples of the batch for activations)."""
+        return self.tensor_with_meta(layer, quantity, step, param, call)[0]
+
+    # -- histograms -------------------------------------------------------------------------
+
+    def histograms(
+        self, layer: str, quantity: str, param: str | None = None, call: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(steps (n,), raw binade counts (n, 512)) of every stored histogram of this tensor."""
+        call = _check_call(call)
+        key = (layer, quantity, self._part(layer, quantity, param))
+        indexes, count_parts = [], []
+        for segment in self._segment_rows():
+            found = seg.read_histograms(self._open(segment.path), key)
+            if found is not None:
+                indexes.append(found[0])
+                count_parts.append(found[1])
+        if not indexes:
+            return np.empty(0, dtype=np.int64), np.empty((0, 512), dtype=np.int64)
+        index = np.concatenate(indexes)
+        chosen = _select_rows(index, call)
+        return index[chosen, 0], np.concatenate(count_parts)[chosen]
+
+    def histogram(
+        self,
+        layer: str,
+        quantity: str,
+        step: int,
+        param: str | None = None,
+        call: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(edges (512,), counts (511,)) at ``step``, on the shared binade bins in value order."""
+        step = _check_step(step)
+        steps, counts = self.histograms(layer, quantity, param, call)
+        where = np.flatnonzero(steps == step)
+        if not where.size:
+            raise NotFoundError(
+                f"no {quantity} histogram of {layer!r} at step {step}; histogram steps: "
+                f"{_limit([str(s) for s in steps.tolist()]) or 'none yet'}"
+            )
+        return display_edges(), to_display(counts[where[0]])
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def metric_names(self) -> list[str]:
+        """Names passed to run.log()."""
+        return self._store.catalog.metric_names(self.id)
+
+    def metrics(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of one logged scalar; NaN where NaN was logged."""
+        rows = self._store.catalog.metric(self.id, name)
+        if not rows:
+            raise NotFoundError(
+                f"run {self.id} has no metric {name!r}; metrics: {_limit(self.metric_names())}"
+            )
+        steps = np.asarray([r.step for r in rows], dtype=np.int64)
+        values = np.asarray(
+            [np.nan if r.value is None else r.value for r in rows], dtype=np.float64
+        )
+        return steps, values
+
+    def metric_epochs(self, name: str) -> np.ndarray:
+        """Epoch of each value of ``metrics(name)`` (-1 where none was given)."""
+        rows = self._store.catalog.metric(self.id, name)
+        return np.asarray([-1 if r.epoch is None else r.epoch for r in rows], dtype=np.int64)
+
+    def epochs(self) -> list[tuple[int, int, int]]:
+        """(epoch, first step, last step) for each epoch logged."""
+        return [(e.epoch, e.first_step, e.last_step) for e in self._store.catalog.epochs(self.id)]
+
+
+def _select_rows(index: np.ndarray, call: int | None) -> np.ndarray:
+    """Row numbers of ``index`` (step, call, flags) to use, at most one per step, by step.
+
+    ``call=None`` picks, per step, the first call made with autograd on (the training forward),
+    else the first call: a validation pass under no_grad is kept but does not hide training.
+    """
+    if index.size == 0:
+        return np.empty(0, dtype=np.int64)
+    rows = np.flatnonzero(index[:, 1] == call) if call is not None else np.arange(len(index))
+    if rows.size == 0:
+        return rows
+    not_training = (index[rows, 2] & GRAD_ENABLED) == 0
+    order = np.lexsort((index[rows, 1], not_training, index[rows, 0]))
+    rows = rows[order]
+    _, first = np.unique(index[rows, 0], return_index=True)
+    return rows[first]
+
+
+def _check_call(call: Any) -> int | None:
+    if call is None:
+        return None
+    if isinstance(call, bool) or not isinstance(call, int | np.integer) or call < 0:
+        raise InvalidArgumentError(f"call must be None or an int >= 0, got {call!r}")
+    return int(call)
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+        raise InvalidArgumentError(f"step must be an int >= 0, got {step!r}")
+    return int(step)
+
+
+def find_run(store: Store, run: str, project: str | None = None) -> RunInfo:
+    """Resolve a run id, or the newest run with that name (in ``project``)."""
+    if not isinstance(run, str) or not run:
+        raise InvalidArgumentError("give a run id or run name")
+    if _RUN_ID.match(run):
+        row = store.catalog.get_run(run)
+        if row is not None:
+            pname = store.catalog.project_name(row.project_id)
+            if project is None or pname == project:
+                return RunInfo.from_row(row, pname)
+    matches = store.catalog.runs(project=project, name=run, limit=1)
+    if not matches:
+        where = f" in project {project!r}" if project else ""
+        raise NotFoundError(f"no run with id or name {run!r}{where}")
+    row, pname = matches[0]
+    return RunInfo.from_row(row, pname)
+
+
+def open_run(
+    run: str,
+    project: str | None = None,
+    store: str | os.PathLike[str] | Store | None = None,
+) -> RunReader:
+    """Open a run for reading by id, or by name (the newest run of that name).
+
+    >>> r = tracker.open_run("relu-lr0.1", project="digits")
+    >>> steps, values = r.series("conv1", "activation", "mean")
+    """
+    owns = not isinstance(store, Store)
+    opened = store if isinstance(store, Store) else Store.open(store)
+    try:
+        info = find_run(opened, run, project)
+    except Exception:
+        if owns:
+            opened.close()
+        raise
+    return RunReader(opened, info, owns_store=owns)
+
+
+def list_runs(
+    project: str | None = None,
+    store: str | os.PathLike[str] | Store | None = None,
+    status: str | None = None,
+) -> list[RunInfo]:
+    """Runs in the store, newest first, optionally of one project or status."""
+    if status is not None and status not in ("running", "finished", "failed", "crashed"):
+        raise InvalidArgumentError(
+            f"status must be one of running, finished, failed, crashed; got {status!r}"
+        )
+    opened = store if isinstance(store, Store) else Store.open(store)
+    try:
+        return [
+            RunInfo.from_row(r, p) for r, p in opened.catalog.runs(project=project, status=status)
+        ]
+    finally:
+        if not isinstance(store, Store):
+            opened.close()
+
+
+__all__ = ["QUANTITIES", "STAT_NAMES", "RunInfo", "RunReader", "list_runs", "open_run"]

@@ -1,0 +1,192 @@
+"""The background writer: batches step records into segment files and catalog transactions.
+
+Segments roll by step count, bytes and age, so a run that logs slowly still becomes visible within
+``flush_seconds``. Each roll writes the file durably first and only then registers it, together with
+the metrics and epochs of its steps, in one catalog transaction (I2). The queue is bounded in bytes:
+when it is full, snapshots are dropped first, then tensor summaries; metrics are kept (I1).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tracker.capture.engine import StepRecord
+from tracker.catalog import MetricRow
+from tracker.store import Store
+from tracker.store.segment import SCHEMA_VERSION, SegmentBuilder
+
+log = logging.getLogger("tracker")
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    """When a segment is rolled, and how much may wait in memory."""
+
+    steps_per_segment: int = 500
+    max_segment_bytes: int = 64 << 20
+    flush_seconds: float = 5.0
+    max_queue_bytes: int = 256 << 20
+
+
+def _record_bytes(record: StepRecord) -> int:
+    total = 64 * (1 + len(record.metrics))
+    for s in record.summaries:
+        total += 200
+        if s.snapshot is not None:
+            total += s.snapshot.data.nbytes
+    return total
+
+
+class Writer:
+    """A daemon thread owning the run's open segment; put() never blocks the caller."""
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        rank: int,
+        tracker_version: str,
+        on_error: Callable[[str, BaseException], None],
+        counters: Callable[[], dict[str, int]],
+        config: WriterConfig | None = None,
+    ) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._rank = rank
+        self._version = tracker_version
+        self._on_error = on_error
+        self._counters = counters
+        self.config = config or WriterConfig()
+        self.counters: Counter[str] = Counter()
+        self._queue: queue.Queue[StepRecord | threading.Event | None] = queue.Queue()
+        self._queued_bytes = 0
+        self._bytes_lock = threading.Lock()
+        self._builder = SegmentBuilder(run_id, rank)
+        self._metrics: list[MetricRow] = []
+        self._epochs: dict[int, tuple[int, int]] = {}
+        self._shapes: dict[str, dict[str, list[int]]] = {}
+        self._pending_since: float | None = None
+        self._thread = threading.Thread(target=self._loop, name="tracker-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, record: StepRecord) -> None:
+        """Queue a step record, shedding snapshots, then summaries, when over the byte budget."""
+        size = _record_bytes(record)
+        with self._bytes_lock:
+            if self._queued_bytes + size > self.config.max_queue_bytes:
+                for s in record.summaries:
+                    if s.snapshot is not None:
+                        s.snapshot = None
+                        self.counters["dropped_snapshots"] += 1
+                size = _record_bytes(record)
+                if self._queued_bytes + size > self.config.max_queue_bytes:
+                    self.counters["dropped_summaries"] += len(record.summaries)
+                    record.summaries = []
+                    size = _record_bytes(record)
+            self._queued_bytes += size
+        self._queue.put(record)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write out everything queued so far; False if it took longer than ``timeout``."""
+        if not self._thread.is_alive():
+            return False
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the thread."""
+        ok = self.flush(timeout)
+        self._queue.put(None)
+        self._thread.join(timeout=5.0 if ok else 0.1)
+        return ok
+
+    # -- thread ---------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                item = False  # type: ignore[assignment]
+            if item is None:
+                self._commit()
+                return
+            if isinstance(item, threading.Event):
+                self._commit()
+                item.set()
+                continue
+            if isinstance(item, StepRecord):
+                with self._bytes_lock:
+                    self._queued_bytes -= _record_bytes(item)
+                self._add(item)
+            if self._due():
+                self._commit()
+
+    def _add(self, record: StepRecord) -> None:
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+        self._builder.add(record.step, record.summaries)
+        for name, value in record.metrics.items():
+            self._metrics.append(MetricRow(name, record.step, value, record.epoch, record.time))
+        if record.epoch is not None:
+            first, last = self._epochs.get(record.epoch, (record.step, record.step))
+            self._epochs[record.epoch] = (min(first, record.step), max(last, record.step))
+        for layer, parts in record.layer_shapes.items():
+            self._shapes.setdefault(layer, {}).update(parts)
+
+    def _due(self) -> bool:
+        if self._pending_since is None:
+            return False
+        cfg = self.config
+        return (
+            len(self._builder) >= cfg.steps_per_segment
+            or self._builder.nbytes >= cfg.max_segment_bytes
+            or time.monotonic() - self._pending_since >= cfg.flush_seconds
+        )
+
+    def _commit(self) -> None:
+        if self._pending_since is None:
+            return
+        builder, self._builder = self._builder, SegmentBuilder(self._run_id, self._rank)
+        segment = None
+        if len(builder):
+            try:
+                f = self._store.files.put_segment(builder, self._version)
+                segment = {
+                    "id": f.id,
+                    "rank": self._rank,
+                    "step_min": builder.step_min,
+                    "step_max": builder.step_max,
+                    "n_steps": len(builder),
+                    "path": f.relpath,
+                    "nbytes": f.nbytes,
+                    "checksum": f.checksum,
+                    "schema_version": SCHEMA_VERSION,
+                }
+                self.counters["segments"] += 1
+            except Exception as exc:
+                self.counters["lost_steps"] += len(builder)
+                self._on_error("writing a segment file", exc)
+        try:
+            self._store.catalog.commit_batch(
+                self._run_id, segment, self._metrics, self._epochs, self._shapes, self._counters()
+            )
+        except Exception as exc:
+            # Keep the metrics for the next attempt; the segment file stays on disk and is
+            # found again by recovery (tracker doctor) if registration never succeeds.
+            self._on_error("registering a segment in the catalog", exc)
+            if segment is not None:
+                self.counters["unregistered_segments"] += 1
+            self._pending_since = time.monotonic()
+            return
+        self._metrics = []
+        self._epochs = {}
+        self._shapes = {}
+        self._pending_since = None
