@@ -272,3 +272,41 @@ def test_no_tensor_of_an_old_step_is_kept_alive(store_path: Path) -> None:
         gc.collect()
         alive = [i for i, r in enumerate(refs) if r() is not None]
         assert alive == [], f"outputs of steps {alive} are still referenced"
+
+
+SCRIPT = """
+import sys, torch, tracker
+run = tracker.init(project="p", name="exit", store=sys.argv[1])
+model = torch.nn.Linear(3, 2)
+run.watch(model)
+for step in range(5):
+    model(torch.randn(4, 3)).sum().backward()
+    run.log({"loss": float(step)}, step=step)
+if sys.argv[2] == "raise":
+    raise ValueError("bad batch")
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "reason"),
+    [("ok", "finished", None), ("raise", "failed", "ValueError: bad batch")],
+)
+def test_interpreter_exit_flushes_and_sets_status(
+    store_path: Path, tmp_path: Path, mode: str, status: str, reason: str | None
+) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(store_path), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == (0 if mode == "ok" else 1), done.stderr
+    with tracker.open_run("exit", store=store_path) as r:
+        assert r.status == status and r.info.status_reason == reason
+        assert r.metrics("loss")[1].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert r.series("model", "weight_grad", "norm")[0].tolist() == [0, 1, 2, 3, 4]

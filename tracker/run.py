@@ -200,7 +200,8 @@ class Run:
                     f"layers {', '.join(clash[:5])} are already watched from another model; "
                     "pass prefix='name.' to tell the two models apart"
                 )
-            watch = Watch(model, specs, policy, self._report, self._forget_watch)
+            wait = self._engine.wait_params_read
+            watch = Watch(model, specs, policy, self._report, self._forget_watch, wait)
             watch.begin_step(self._next_step())
             self._watches.append(watch)
         self._store.catalog.add_layers(

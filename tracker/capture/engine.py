@@ -134,10 +134,20 @@ class Engine:
     def _queued_with_tensors(self) -> int:
         return sum(1 for i in self._queue if i.captures)
 
-    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def wait_params_read(self) -> None:
+        """Block until the last step's parameters and gradients have been read (bounded, I1).
+
+        Called just before anything writes them in place: an optimizer step, or a backward pass
+        about to accumulate into ``.grad``. Normally the worker finished long before.
+        """
         item = self._last_item
-        if item is not None and not item.params_read.wait(PARAMS_WAIT_SECONDS):
+        if item is None or item.params_read.is_set():
+            return
+        if not item.params_read.wait(PARAMS_WAIT_SECONDS):
             self.counters["params_wait_timeouts"] += 1
+
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.wait_params_read()
 
     def _loop(self) -> None:
         while True:
@@ -148,6 +158,7 @@ class Engine:
                     return
                 item = self._queue.popleft()
                 self._busy = True
+                self._cond.notify_all()  # a producer waiting for queue space may go on
             try:
                 try:
                     record = self._summarize(item)

@@ -52,6 +52,7 @@ class Watch:
         policy: WatchPolicy,
         on_error: Callable[[str, BaseException], None],
         on_close: Callable[[Watch], None],
+        before_param_write: Callable[[], None] = lambda: None,
     ) -> None:
         self.model = model
         self.policy = policy
@@ -59,6 +60,7 @@ class Watch:
         self._index = {spec.name: i for i, spec in enumerate(layers)}
         self._on_error = on_error
         self._on_close = on_close
+        self._before_param_write = before_param_write
         self._handles: list[RemovableHandle] = []
         self._lock = threading.Lock()  # guards buffers: backward may run hooks on other threads
         self._closed = False
@@ -168,6 +170,9 @@ class Watch:
                 if id(param) in seen or not param.requires_grad:
                     continue
                 seen.add(id(param))
+                # Before autograd adds into .grad in place (no zero_grad, gradient accumulation),
+                # the worker must be done reading the previous step's gradient.
+                self._handles.append(param.register_hook(self._before_grad_accumulates))
                 self._handles.append(param.register_post_accumulate_grad_hook(self._on_param_grad))
 
     def _on_forward(self, index: int, module: nn.Module, args: Any, output: Any) -> None:
@@ -214,6 +219,12 @@ class Watch:
                     self._entries.append(entry)
         except Exception as exc:  # I1
             self._on_error("capturing an activation gradient", exc)
+
+    def _before_grad_accumulates(self, grad: Tensor) -> None:
+        try:
+            self._before_param_write()
+        except Exception as exc:  # I1
+            self._on_error("waiting for the stats worker", exc)
 
     def _on_param_grad(self, param: Tensor) -> None:
         if self._recording and param.grad is not None:
