@@ -21,7 +21,7 @@ def create_app(
     config: dict[str, Any] | None = None,
 ) -> Flask:
     """Create the API app over ``store`` (a folder, default $TRACKER_STORE, or an open Store)."""
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the web blueprint owns the static files
     app.config.update(
         MAX_CONTENT_LENGTH=64 << 20,
         JSON_SORT_KEYS=False,

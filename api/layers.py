@@ -1,4 +1,4 @@
-"""Layers of a run: GET /api/v1/runs/<id>/layers."""
+"""Layers of a run: GET /api/v1/runs/<id>/layers and /runs/<id>/layers/<name>."""
 
 from __future__ import annotations
 
@@ -8,26 +8,42 @@ from flask import Blueprint
 
 from api.store import finite_or_none, get_reader
 from tracker.names import STAT_NAMES
+from tracker.reader import RunReader
 
 bp = Blueprint("layers", __name__)
+
+
+def _describe(reader: RunReader, names: list[str]) -> list[dict[str, Any]]:
+    """Layer info with latest stats per quantity/part and health flags."""
+    latest = reader.latest()
+    flags = reader.health(latest)
+    out = []
+    for name in names:
+        info = reader.layer_info(name)
+        stats: dict[str, dict[str, Any]] = {}
+        for (layer, quantity, part), (step, row) in latest.items():
+            if layer == name:
+                stats.setdefault(quantity, {})[part] = {
+                    "step": step,
+                    "stats": dict(zip(STAT_NAMES, row.tolist(), strict=True)),
+                }
+        info["latest"] = stats
+        info["flags"] = [f.to_dict() for f in flags.get(name, [])]
+        out.append(info)
+    return out
 
 
 @bp.get("/runs/<run_id>/layers")
 def all_layers(run_id: str) -> dict[str, Any]:
     """Watched layers in model order, with shapes, parameters, latest stats and health flags."""
     reader = get_reader(run_id)
-    latest = reader.latest()
-    flags = reader.health()
-    layers = []
-    for info in reader.layer_info():
-        stats: dict[str, dict[str, Any]] = {}
-        for (layer, quantity, part), (step, row) in latest.items():
-            if layer == info["name"]:
-                stats.setdefault(quantity, {})[part] = {
-                    "step": step,
-                    "stats": dict(zip(STAT_NAMES, row.tolist(), strict=True)),
-                }
-        info["latest"] = stats
-        info["flags"] = [f.to_dict() for f in flags.get(info["name"], [])]
-        layers.append(info)
+    layers = _describe(reader, reader.layers())
     return finite_or_none({"layers": layers, "stat_names": list(STAT_NAMES)})
+
+
+@bp.get("/runs/<run_id>/layers/<path:name>")
+def get(run_id: str, name: str) -> dict[str, Any]:
+    """One layer (its name URL-quoted), described as in the list."""
+    reader = get_reader(run_id)
+    reader.layer_info(name)  # 404 with the list of layers if unknown
+    return finite_or_none({**_describe(reader, [name])[0], "stat_names": list(STAT_NAMES)})

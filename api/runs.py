@@ -8,7 +8,7 @@ from flask import Blueprint
 
 from api.store import arg, finite_or_none, get_reader, get_store, int_arg
 from tracker.errors import InvalidArgumentError
-from tracker.health import run_health
+from tracker.health import is_degraded, run_health
 from tracker.reader import RunInfo
 
 bp = Blueprint("runs", __name__)
@@ -27,7 +27,7 @@ def run_json(info: RunInfo) -> dict[str, Any]:
         "project": info.project,
         "status": info.status,
         "status_reason": info.status_reason,
-        "degraded": bool(info.status_reason and "degraded" in info.status_reason),
+        "degraded": is_degraded((info.summary or {}).get("counters", {})),
         "started_at": info.started_at.isoformat(),
         "ended_at": end.isoformat() if end else None,
         "duration_s": duration,

@@ -132,3 +132,12 @@ def test_bad_requests_get_json_4xx(
 def test_writes_are_not_allowed_on_read_routes(client, demo_runs: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     _error(client.post(f"{API}/runs/{demo_runs['healthy']}"), 405)
     _error(client.delete(f"{API}/runs"), 405)
+
+
+def test_one_layer_and_degraded_flag(client, demo_runs: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    rid = demo_runs["sick"]
+    layer = client.get(f"{API}/runs/{rid}/layers/relu3").get_json()
+    assert layer["name"] == "relu3" and layer["kind"] == "relu"
+    assert any(f["code"] == "dead_relu" for f in layer["flags"])
+    assert "no layer 'relu9'" in _error(client.get(f"{API}/runs/{rid}/layers/relu9"), 404)
+    assert client.get(f"{API}/runs/{rid}").get_json()["degraded"] is False

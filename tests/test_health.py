@@ -56,3 +56,12 @@ def test_run_health_is_the_worst_flag() -> None:
     assert run_health({"a": [], "b": []}) == "ok"
     assert run_health({"a": sat}) == "warning"
     assert run_health({"a": sat, "b": dead}) == "error"
+
+
+def test_degraded_means_errors_or_lost_data() -> None:
+    from tracker.health import is_degraded
+
+    assert not is_degraded({"segments": 3})
+    assert is_degraded({"segments": 3, "dropped_steps": 1})
+    assert is_degraded({"error while writing a segment file": 2})
+    assert not is_degraded({"dropped_steps": 0})

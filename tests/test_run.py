@@ -208,6 +208,7 @@ def test_tracking_failure_never_stops_training(
     r = tracker.open_run(run.id, store=store_path)
     assert r.status == "finished"
     assert "degraded" in (r.info.status_reason or "")
+    assert r.info.summary["counters"]["error while summarizing a step"] == 5
     assert r.metrics("loss")[1].tolist() == losses  # metrics survive the broken worker
 
 

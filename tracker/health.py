@@ -113,6 +113,23 @@ def layer_flags(
     return flags
 
 
+# Counters that mean the run recorded less than it was asked to, or hit an error while tracking.
+_TROUBLE = (
+    "dropped",
+    "lost",
+    "torn",
+    "error while",
+    "unregistered",
+    "finish_timeout",
+    "params_wait",
+)
+
+
+def is_degraded(counters: Mapping[str, int]) -> bool:
+    """True when a run's tracking counters show errors or lost data (training itself went on)."""
+    return any(v and k.startswith(_TROUBLE) for k, v in counters.items())
+
+
 def run_health(flags_by_layer: Mapping[str, list[Flag]]) -> str:
     """'error', 'warning' or 'ok' for a whole run: the worst flag of any layer."""
     severities = {f.severity for flags in flags_by_layer.values() for f in flags}

@@ -261,9 +261,11 @@ class RunReader:
                     found[key] = (int(index[rows[-1], 0]), stats[rows[-1]])
         return found
 
-    def health(self) -> dict[str, list[Flag]]:
+    def health(
+        self, latest: dict[tuple[str, str, str], tuple[int, np.ndarray]] | None = None
+    ) -> dict[str, list[Flag]]:
         """Health flags of every layer from its latest stats (see tracker.health)."""
-        latest = self.latest()
+        latest = self.latest() if latest is None else latest
         by_layer: dict[str, dict[str, np.ndarray | None]] = {}
         for (layer, quantity, part), (_, row) in latest.items():
             main = "weight" if quantity in PARAM_QUANTITIES else "output"

@@ -291,7 +291,9 @@ class Run:
         problems = self._problem_text()
         text = "; ".join(t for t in (reason, problems) if t) or None
         try:
-            self._store.catalog.set_status(self.id, status, text, ended=True)
+            self._store.catalog.set_status(
+                self.id, status, text, ended=True, counters=self._all_counters()
+            )
         except Exception as exc:
             log.warning("tracker: could not mark run %s %s: %s", self.id, status, exc)
         finally:

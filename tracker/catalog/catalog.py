@@ -30,6 +30,10 @@ class MetricRow:
     time: float
 
 
+def _nonzero(counters: dict[str, int]) -> dict[str, int]:
+    return {k: int(v) for k, v in sorted(counters.items()) if v}
+
+
 def _db_float(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -108,9 +112,14 @@ class Catalog:
         raise StoreError(f"could not create run {name!r} in project {project!r}")
 
     def set_status(
-        self, run_id: str, status: str, reason: str | None = None, ended: bool = False
+        self,
+        run_id: str,
+        status: str,
+        reason: str | None = None,
+        ended: bool = False,
+        counters: dict[str, int] | None = None,
     ) -> None:
-        """Set a run's status (and end time)."""
+        """Set a run's status (and end time, and its final counters)."""
         with self.write() as s:
             run = s.get(Run, run_id)
             if run is None:
@@ -118,6 +127,8 @@ class Catalog:
             run.status = status
             if reason is not None:
                 run.status_reason = reason
+            if counters is not None:
+                run.summary = {**(run.summary or {}), "counters": _nonzero(counters)}
             run.updated_at = utcnow()
             if ended:
                 run.ended_at = run.updated_at
@@ -174,7 +185,7 @@ class Catalog:
                     }
             summary["metrics"] = latest
             if counters:
-                summary["counters"] = {k: int(v) for k, v in counters.items() if v}
+                summary["counters"] = _nonzero(counters)
             if metrics:
                 summary["last_step"] = max(
                     summary.get("last_step", -1), max(m.step for m in metrics)

@@ -1,0 +1,224 @@
+// Helpers every page uses: API calls, error and loading messages, number formats, DOM building.
+
+export const ROOT = document.body.dataset.root || "";
+export const API = `${ROOT}/api/v1`;
+
+// Okabe & Ito's palette: distinguishable with every common kind of colour blindness.
+export const COLORS = {
+  blue: "#0072B2",
+  orange: "#E69F00",
+  green: "#009E73",
+  vermillion: "#D55E00",
+  sky: "#56B4E9",
+  purple: "#CC79A7",
+  yellow: "#F0E442",
+  black: "#000000",
+};
+export const LINE_COLORS = [
+  COLORS.blue,
+  COLORS.vermillion,
+  COLORS.green,
+  COLORS.orange,
+  COLORS.purple,
+  COLORS.sky,
+  COLORS.black,
+];
+
+/** An error answered by the API, carrying its JSON message. */
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** GET an API path (e.g. "/runs") with query params; resolve to JSON or throw ApiError. */
+export async function getJSON(path, params = {}) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== "") query.set(key, value);
+  }
+  const qs = query.toString();
+  let response;
+  try {
+    response = await fetch(`${API}${path}${qs ? `?${qs}` : ""}`, {
+      headers: { Accept: "application/json" },
+    });
+  } catch (err) {
+    throw new ApiError(0, `cannot reach the server (${err.message})`);
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // A proxy's HTML error page, say: fall through to the status line.
+  }
+  if (!response.ok) {
+    const message = body?.error?.message || `${response.status} ${response.statusText}`;
+    throw new ApiError(response.status, message);
+  }
+  return body;
+}
+
+/** Run at most `limit` of the async `jobs` at once (keeps the server's few workers responsive). */
+export async function pool(jobs, limit = 4) {
+  const queue = [...jobs];
+  const workers = Array.from({ length: Math.min(limit, queue.length) }, async () => {
+    while (queue.length) await queue.shift()();
+  });
+  await Promise.all(workers);
+}
+
+/** Build an element: el("a", {href: "/", class: "x"}, "text", child). */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+/** Show `text` in a message box; kind is "loading", "empty", "error" or "" (hidden when no text). */
+export function showMessage(node, text, kind = "") {
+  node.textContent = text || "";
+  node.className = `message ${kind}`.trim();
+  node.hidden = !text;
+}
+
+/** A number in at most 3-4 significant digits; null (NaN/Inf from the API) as an em dash. */
+export function fmt(x) {
+  if (x === null || x === undefined || Number.isNaN(x)) return "—";
+  if (x === 0) return "0";
+  const a = Math.abs(x);
+  if (a >= 1e5 || a < 1e-3) return x.toExponential(2).replace("e+", "e");
+  if (Number.isInteger(x)) return String(x);
+  return Number(x.toPrecision(3)).toString();
+}
+
+/** A fraction as a percentage. */
+export function fmtPct(x) {
+  if (x === null || x === undefined) return "—";
+  if (x > 0 && x < 0.001) return "<0.1%";
+  return `${(100 * x).toFixed(x < 0.1 ? 1 : 0)}%`;
+}
+
+export function fmtDuration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+export function fmtDate(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  const pad = (n) => String(n).padStart(2, "0");
+  const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  return `${day} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+export function fmtShape(shape) {
+  return shape && shape.length ? shape.join("×") : "—";
+}
+
+export function runUrl(runId) {
+  return `${ROOT}/runs/${encodeURIComponent(runId)}`;
+}
+
+export function layerUrl(runId, layer) {
+  return `${runUrl(runId)}/layers/${encodeURIComponent(layer)}`;
+}
+
+/** A status badge; colour is never the only cue, the word is always there. */
+export function statusBadge(run) {
+  const span = el("span", { class: "badges" });
+  span.append(
+    el("span", { class: `badge status-${run.status}`, title: run.status_reason || "" }, run.status),
+  );
+  if (run.degraded) {
+    span.append(
+      el(
+        "span",
+        { class: "badge status-degraded", title: run.status_reason || "" },
+        "degraded",
+      ),
+    );
+  }
+  return span;
+}
+
+/** "dead_relu" as "dead relu". */
+export function codeName(code) {
+  return code.replace(/_/g, " ");
+}
+
+/** A health flag as a chip that expands to its explanation. */
+export function flagChip(flag) {
+  return el(
+    "details",
+    { class: `chip ${flag.severity}`, title: flag.help },
+    el("summary", {}, el("strong", {}, codeName(flag.code)), ` ${flag.message}`),
+    el("p", {}, flag.help),
+  );
+}
+
+/** Plotly config shared by all charts: no logo, no cloud buttons, resize with the window. */
+export const PLOT_CONFIG = {
+  displaylogo: false,
+  responsive: true,
+  modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"],
+};
+
+export const FONT = {
+  family: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+  size: 12,
+  color: "#222",
+};
+
+/** Faint vertical lines at the first step of every epoch but the first. */
+export function epochShapes(epochs) {
+  return (epochs || [])
+    .filter((e) => e.first_step > 0)
+    .map((e) => ({
+      type: "line",
+      xref: "x",
+      yref: "paper",
+      x0: e.first_step,
+      x1: e.first_step,
+      y0: 0,
+      y1: 1,
+      line: { color: "rgba(0,0,0,0.18)", width: 1, dash: "dot" },
+      layer: "below",
+    }));
+}
+
+/** Small "epoch n" labels at the top of those lines (skipped when they would crowd). */
+export function epochLabels(epochs) {
+  const shown = (epochs || []).filter((e) => e.first_step > 0);
+  if (shown.length > 12) return [];
+  return shown.map((e) => ({
+    xref: "x",
+    yref: "paper",
+    x: e.first_step,
+    y: 1,
+    yanchor: "bottom",
+    xanchor: "left",
+    text: `epoch ${e.epoch}`,
+    showarrow: false,
+    font: { size: 10, color: "#777" },
+  }));
+}
+
+/** The epoch that `step` belongs to, or null. */
+export function epochOf(step, epochs) {
+  const found = (epochs || []).find((e) => step >= e.first_step && step <= e.last_step);
+  return found ? found.epoch : null;
+}

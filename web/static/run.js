@@ -1,0 +1,358 @@
+// One run: status, config, metric curves, health line and the layer table with sparklines.
+
+import {
+  COLORS,
+  FONT,
+  LINE_COLORS,
+  PLOT_CONFIG,
+  codeName,
+  el,
+  epochLabels,
+  epochShapes,
+  flagChip,
+  fmt,
+  fmtDate,
+  fmtDuration,
+  fmtPct,
+  fmtShape,
+  getJSON,
+  layerUrl,
+  pool,
+  showMessage,
+  statusBadge,
+} from "./common.js";
+
+const runId = document.getElementById("app").dataset.runId;
+const SVG = "http://www.w3.org/2000/svg";
+
+function showHeader(run) {
+  document.getElementById("run-status").replaceChildren(statusBadge(run));
+  const ended = run.ended_at ? ` · ran ${fmtDuration(run.duration_s)}` : " · still running";
+  document.getElementById("run-times").textContent = ` · started ${fmtDate(run.started_at)}${ended}`;
+  if (run.status_reason) {
+    const reason = el("span", { class: "reason" }, ` · ${run.status_reason}`);
+    document.getElementById("run-times").append(reason);
+  }
+}
+
+function showConfig(run) {
+  const rows = Object.entries(run.config || {}).map(([k, v]) =>
+    el(
+      "tr",
+      {},
+      el("th", { scope: "row" }, k),
+      el("td", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v)),
+    ),
+  );
+  const box = document.getElementById("config");
+  if (!rows.length) {
+    showMessage(box, "No config was logged for this run.", "empty");
+    return;
+  }
+  const extra = [];
+  const kv = (key, value) => el("tr", {}, el("th", { scope: "row" }, key), el("td", {}, value));
+  if (run.tags?.length) extra.push(kv("tags", run.tags.join(", ")));
+  extra.push(kv("last step", run.last_step ?? "—"));
+  box.replaceChildren(el("table", { class: "data kv" }, el("tbody", {}, rows, extra)));
+}
+
+// loss / val_loss / test_loss share a chart: they are the same quantity on different data.
+function metricGroup(name) {
+  return name.replace(/^(train|val|valid|validation|test|eval)[_/.]/, "");
+}
+
+async function showMetrics(run) {
+  const box = document.getElementById("metrics");
+  let names;
+  try {
+    names = (await getJSON(`/runs/${runId}/metrics`)).metrics.map((m) => m.name);
+  } catch (err) {
+    showMessage(box, `Could not load the metrics: ${err.message}`, "error");
+    return;
+  }
+  if (!names.length) {
+    showMessage(box, "This run logged no metrics (call run.log({\"loss\": …}, step=step)).", "empty");
+    return;
+  }
+  const groups = new Map();
+  for (const name of names) {
+    const key = metricGroup(name);
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(name);
+  }
+  // "loss" first: it is what everyone looks at.
+  const order = [...groups.keys()].sort(
+    (a, b) => (b === "loss") - (a === "loss") || a.localeCompare(b),
+  );
+  box.replaceChildren();
+  const jobs = order.map((key) => {
+    const div = el("div", { class: "plot metric-plot", dataset: { metric: key } });
+    box.append(div);
+    return () => drawMetricGroup(div, key, groups.get(key), run.epochs);
+  });
+  await pool(jobs, 3);
+}
+
+async function drawMetricGroup(div, title, names, epochs) {
+  let series;
+  try {
+    const one = (name) => getJSON(`/runs/${runId}/metrics/${encodeURIComponent(name)}`);
+    series = await Promise.all(names.map(one));
+  } catch (err) {
+    showMessage(div, `Could not load ${title}: ${err.message}`, "error");
+    return;
+  }
+  const traces = series.map((s, i) => ({
+    x: s.steps,
+    y: s.values,
+    name: s.name,
+    type: "scatter",
+    mode: s.steps.length > 40 ? "lines" : "lines+markers",
+    line: { color: LINE_COLORS[i % LINE_COLORS.length], width: 1.8 },
+    marker: { size: 5 },
+    hovertemplate: `${s.name} %{y:.4g}<extra>step %{x}</extra>`,
+  }));
+  const layout = {
+    title: { text: title, font: { size: 14 }, x: 0, xanchor: "left" },
+    font: FONT,
+    height: 260,
+    margin: { l: 50, r: 10, t: 58, b: 40 },
+    xaxis: { title: { text: "step" }, zeroline: false },
+    yaxis: { zeroline: false },
+    showlegend: true,
+    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.1, yanchor: "bottom" },
+    shapes: epochShapes(epochs),
+    annotations: epochLabels(epochs),
+    hovermode: "x",
+  };
+  await Plotly.newPlot(div, traces, layout, PLOT_CONFIG);
+}
+
+async function showHealth() {
+  const box = document.getElementById("health");
+  let health;
+  try {
+    health = await getJSON(`/runs/${runId}/health`);
+  } catch (err) {
+    showMessage(box, `Could not check the layers' health: ${err.message}`, "error");
+    return;
+  }
+  const byCode = new Map();
+  for (const [layer, flags] of Object.entries(health.layers)) {
+    for (const f of flags) {
+      if (!byCode.has(f.code)) byCode.set(f.code, { severity: f.severity, help: f.help, layers: [] });
+      const entry = byCode.get(f.code);
+      entry.layers.push(layer);
+      if (f.severity === "error") entry.severity = "error";
+    }
+  }
+  box.className = `health message ${health.health}`;
+  const labels = { ok: "Healthy", warning: "Warnings", error: "Problems found" };
+  const label = labels[health.health] || health.health;
+  box.replaceChildren(el("strong", {}, `${label}: `));
+  if (!byCode.size) {
+    box.append("no layer shows dead units, saturation, vanishing or exploding gradients or NaN.");
+    return;
+  }
+  const parts = [...byCode.entries()].map(([code, e]) =>
+    el(
+      "span",
+      { class: `sev-${e.severity}`, title: e.help },
+      `${codeName(code)} in ${e.layers.join(", ")}`,
+    ),
+  );
+  parts.forEach((p, i) => box.append(i ? "; " : "", p));
+  box.append(". Hover for what each means; details in the layer table.");
+}
+
+function statsOf(layer, quantity, part) {
+  const byPart = layer.latest?.[quantity];
+  if (!byPart) return null;
+  return (byPart[part] || Object.values(byPart)[0])?.stats ?? null;
+}
+
+function mainParam(layer) {
+  const names = Object.keys(layer.params || {});
+  return names.includes("weight") ? "weight" : names[0];
+}
+
+function nonFinite(layer) {
+  let total = 0;
+  for (const byPart of Object.values(layer.latest || {})) {
+    for (const { stats } of Object.values(byPart)) {
+      total += (stats.nan_count || 0) + (stats.inf_count || 0);
+    }
+  }
+  return total;
+}
+
+function numCell(text, title) {
+  return el("td", { class: "num", title }, text);
+}
+
+function layerRow(layer, index) {
+  const act = statsOf(layer, "activation", "output");
+  const grad = statsOf(layer, "activation_grad", "output");
+  const param = mainParam(layer);
+  const weight = param ? statsOf(layer, "weight", param) : null;
+  const wgrad = param ? statsOf(layer, "weight_grad", param) : null;
+  const bad = nonFinite(layer);
+  const kind = layer.kind;
+  const na = "·"; // not applicable to this kind of layer, as opposed to "—" (not recorded)
+  const trends = el("td", { class: "trends", dataset: { layer: layer.name, param: param || "" } });
+  return el(
+    "tr",
+    { class: layer.flags.some((f) => f.severity === "error") ? "has-error" : "" },
+    numCell(index + 1), // not layer.position, which also counts unwatched container modules
+    el("td", { class: "layer-name" }, el("a", { href: layerUrl(runId, layer.name) }, layer.name)),
+    el("td", {}, layer.type, kind && kind !== layer.type.toLowerCase() ? ` (${kind})` : ""),
+    el(
+      "td",
+      { class: "flags" },
+      layer.flags.length ? layer.flags.map(flagChip) : el("span", { class: "ok" }, "ok"),
+    ),
+    el("td", { class: "mono" }, fmtShape(layer.shapes?.output)),
+    numCell(fmt(act?.mean)),
+    numCell(fmt(act?.std)),
+    numCell(fmtPct(act?.zero_frac)),
+    numCell(kind === "relu" ? fmtPct(act?.dead_frac) : na),
+    numCell(kind === "sigmoid" || kind === "tanh" ? fmtPct(act?.saturated_frac) : na),
+    numCell(fmt(grad?.norm)),
+    numCell(param ? fmt(weight?.norm) : na, param ? `parameter ${param}` : "no parameters"),
+    numCell(param ? fmt(wgrad?.norm) : na, param ? `parameter ${param}` : "no parameters"),
+    el("td", { class: `num${bad ? " bad" : ""}` }, bad ? String(bad) : "0"),
+    trends,
+  );
+}
+
+/** A tiny line chart as inline SVG: 24 of these cost far less than 24 Plotly plots. */
+function sparkline(steps, values, color, label) {
+  const w = 96;
+  const h = 18;
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  svg.setAttribute("width", w);
+  svg.setAttribute("height", h);
+  svg.setAttribute("class", "spark");
+  const finite = values.filter((v) => v !== null);
+  const title = document.createElementNS(SVG, "title");
+  if (!finite.length) {
+    title.textContent = `${label}: no finite values`;
+    svg.append(title);
+    return svg;
+  }
+  const lo = Math.min(...finite);
+  const hi = Math.max(...finite);
+  const x0 = steps[0];
+  const x1 = steps[steps.length - 1];
+  const sx = (s) => (x1 > x0 ? ((s - x0) / (x1 - x0)) * (w - 2) + 1 : w / 2);
+  const sy = (v) => (hi > lo ? h - 1 - ((v - lo) / (hi - lo)) * (h - 2) : h / 2);
+  let d = "";
+  let pen = "M";
+  values.forEach((v, i) => {
+    if (v === null) {
+      pen = "M"; // a gap where the value was NaN/Inf
+      return;
+    }
+    d += `${pen}${sx(steps[i]).toFixed(1)},${sy(v).toFixed(1)}`;
+    pen = "L";
+  });
+  const path = document.createElementNS(SVG, "path");
+  path.setAttribute("d", d);
+  path.setAttribute("fill", "none");
+  path.setAttribute("stroke", color);
+  path.setAttribute("stroke-width", "1.3");
+  const last = finite[finite.length - 1];
+  title.textContent =
+    `${label}: ${fmt(finite[0])} at step ${x0} → ${fmt(last)} at step ${x1}` +
+    ` (range ${fmt(lo)} … ${fmt(hi)})`;
+  svg.append(title, path);
+  return svg;
+}
+
+async function drawTrends(cell) {
+  const layer = cell.dataset.layer;
+  const param = cell.dataset.param;
+  const wanted = [["activation", "std", null, COLORS.blue, "activation std"]];
+  if (param) wanted.push(["weight_grad", "norm", param, COLORS.vermillion, `${param} gradient norm`]);
+  const lines = await Promise.all(
+    wanted.map(async ([quantity, stat, p, color, label]) => {
+      try {
+        const s = await getJSON(`/runs/${runId}/series`, { layer, quantity, stat, param: p });
+        return el("div", { class: "spark-row" }, sparkline(s.steps, s.stats[stat], color, label));
+      } catch (err) {
+        return el("div", { class: "spark-row error small" }, err.message);
+      }
+    }),
+  );
+  cell.replaceChildren(...lines);
+}
+
+/** Load sparklines only for rows that scroll into view, a few requests at a time. */
+function lazyTrends(cells) {
+  const queue = [];
+  let running = 0;
+  const pump = () => {
+    while (running < 4 && queue.length) {
+      running += 1;
+      drawTrends(queue.shift()).finally(() => {
+        running -= 1;
+        pump();
+      });
+    }
+  };
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (!entry.isIntersecting) continue;
+      observer.unobserve(entry.target);
+      queue.push(entry.target);
+    }
+    pump();
+  });
+  cells.forEach((c) => observer.observe(c));
+}
+
+async function showLayers() {
+  const status = document.getElementById("layers-status");
+  const table = document.getElementById("layers");
+  let layers;
+  try {
+    layers = (await getJSON(`/runs/${runId}/layers`)).layers;
+  } catch (err) {
+    showMessage(status, `Could not load the layers: ${err.message}`, "error");
+    return;
+  }
+  if (!layers.length) {
+    showMessage(status, "No layers were watched in this run (call run.watch(model)).", "empty");
+    return;
+  }
+  showMessage(status, "");
+  table.querySelector("tbody").replaceChildren(...layers.map((layer, i) => layerRow(layer, i)));
+  table.hidden = false;
+  const steps = layers.flatMap((l) => Object.values(l.latest?.activation || {}).map((p) => p.step));
+  if (steps.length) {
+    document.getElementById("layers-step").textContent =
+      `Statistics from the latest recorded step (${Math.max(...steps)}). ` +
+      "“·” = does not apply to this layer, “—” = not recorded.";
+  }
+  lazyTrends([...table.querySelectorAll("td.trends")]);
+}
+
+async function main() {
+  showHealth();
+  showLayers();
+  let run;
+  try {
+    run = await getJSON(`/runs/${runId}`);
+  } catch (err) {
+    for (const id of ["config", "metrics"]) {
+      showMessage(document.getElementById(id), `Could not load the run: ${err.message}`, "error");
+    }
+    return;
+  }
+  showHeader(run);
+  showConfig(run);
+  showMetrics(run);
+}
+
+main();
