@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from tracker.capture.histogram import display_edges, to_display
-from tracker.capture.step import GRAD_ENABLED
+from tracker.capture.step import GRAD_ENABLED, PROBE
 from tracker.catalog import Layer, Run, Segment
 from tracker.errors import InvalidArgumentError, NotFoundError
 from tracker.health import Flag, layer_flags
@@ -210,11 +210,17 @@ class RunReader:
     # -- stats ------------------------------------------------------------------------------
 
     def stats(
-        self, layer: str, quantity: str, param: str | None = None, call: int | None = None
+        self,
+        layer: str,
+        quantity: str,
+        param: str | None = None,
+        call: int | None = None,
+        probe: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(steps (n,), stats (n, len(STAT_NAMES))) of one tensor over the whole run.
 
         ``call``: which forward call of the module in a step (None: the training forward).
+        ``probe``: the fixed probe inputs' forward instead (run.watch(probe=...)).
         """
         call = _check_call(call)
         key = (layer, quantity, self._part(layer, quantity, param))
@@ -227,7 +233,7 @@ class RunReader:
         if not indexes:
             return np.empty(0, dtype=np.int64), np.empty((0, len(STAT_NAMES)))
         index = np.concatenate(indexes)
-        chosen = _select_rows(index, call)
+        chosen = _select_rows(index, call, probe)
         return index[chosen, 0], np.concatenate(rows_parts)[chosen]
 
     def series(
@@ -284,7 +290,7 @@ class RunReader:
     # -- snapshots ----------------------------------------------------------------------------
 
     def _snapshot_calls(
-        self, key: tuple[str, str, str], call: int | None
+        self, key: tuple[str, str, str], call: int | None, probe: bool = False
     ) -> dict[int, tuple[Segment, int]]:
         """{step: (segment, call)} of the snapshots to use for each step."""
         chosen: dict[int, tuple[Segment, int]] = {}
@@ -298,17 +304,23 @@ class RunReader:
             if stored is not None:
                 flags = {(int(a), int(b)): int(c) for a, b, c in stored[0]}
             have = np.asarray([(st, c, flags.get((st, c), 0)) for st, c in pairs], dtype=np.int64)
-            for row in _select_rows(have, call):
+            for row in _select_rows(have, call, probe):
                 step = int(have[row, 0])
                 chosen.setdefault(step, (segment, int(have[row, 1])))
         return chosen
 
     def steps(
-        self, layer: str, quantity: str, param: str | None = None, call: int | None = None
+        self,
+        layer: str,
+        quantity: str,
+        param: str | None = None,
+        call: int | None = None,
+        probe: bool = False,
     ) -> np.ndarray:
-        """Steps that have a stored snapshot of this tensor."""
+        """Steps that have a stored snapshot of this tensor (of the probe inputs if ``probe``)."""
         key = (layer, quantity, self._part(layer, quantity, param))
-        return np.asarray(sorted(self._snapshot_calls(key, _check_call(call))), dtype=np.int64)
+        chosen = self._snapshot_calls(key, _check_call(call), probe)
+        return np.asarray(sorted(chosen), dtype=np.int64)
 
     def tensor_with_meta(
         self,
@@ -317,11 +329,12 @@ class RunReader:
         step: int,
         param: str | None = None,
         call: int | None = None,
+        probe: bool = False,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """The snapshot and its metadata (dtype, full_shape: shape before it was bounded, call)."""
         step = _check_step(step)
         key = (layer, quantity, self._part(layer, quantity, param))
-        chosen = self._snapshot_calls(key, _check_call(call))
+        chosen = self._snapshot_calls(key, _check_call(call), probe)
         if step in chosen:
             segment, which = chosen[step]
             found = seg.read_snapshot(self._open(segment.path), key, step, which)
@@ -340,14 +353,20 @@ class RunReader:
         step: int,
         param: str | None = None,
         call: int | None = None,
+        probe: bool = False,
     ) -> np.ndarray:
         """The stored snapshot at ``step`` (first samples of the batch for activations)."""
-        return self.tensor_with_meta(layer, quantity, step, param, call)[0]
+        return self.tensor_with_meta(layer, quantity, step, param, call, probe)[0]
 
     # -- histograms -------------------------------------------------------------------------
 
     def histograms(
-        self, layer: str, quantity: str, param: str | None = None, call: int | None = None
+        self,
+        layer: str,
+        quantity: str,
+        param: str | None = None,
+        call: int | None = None,
+        probe: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(steps (n,), raw binade counts (n, 512)) of every stored histogram of this tensor."""
         call = _check_call(call)
@@ -361,7 +380,7 @@ class RunReader:
         if not indexes:
             return np.empty(0, dtype=np.int64), np.empty((0, 512), dtype=np.int64)
         index = np.concatenate(indexes)
-        chosen = _select_rows(index, call)
+        chosen = _select_rows(index, call, probe)
         return index[chosen, 0], np.concatenate(count_parts)[chosen]
 
     def histogram(
@@ -371,10 +390,11 @@ class RunReader:
         step: int,
         param: str | None = None,
         call: int | None = None,
+        probe: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(edges (512,), counts (511,)) at ``step``, on the shared binade bins in value order."""
         step = _check_step(step)
-        steps, counts = self.histograms(layer, quantity, param, call)
+        steps, counts = self.histograms(layer, quantity, param, call, probe)
         where = np.flatnonzero(steps == step)
         if not where.size:
             raise NotFoundError(
@@ -412,15 +432,20 @@ class RunReader:
         return [(e.epoch, e.first_step, e.last_step) for e in self._store.catalog.epochs(self.id)]
 
 
-def _select_rows(index: np.ndarray, call: int | None) -> np.ndarray:
+def _select_rows(index: np.ndarray, call: int | None, probe: bool = False) -> np.ndarray:
     """Row numbers of ``index`` (step, call, flags) to use, at most one per step, by step.
 
     ``call=None`` picks, per step, the first call made with autograd on (the training forward),
     else the first call: a validation pass under no_grad is kept but does not hide training.
+    Rows of the probe inputs are chosen only with ``probe=True`` (and then only they are).
     """
     if index.size == 0:
         return np.empty(0, dtype=np.int64)
-    rows = np.flatnonzero(index[:, 1] == call) if call is not None else np.arange(len(index))
+    if call is not None:
+        rows = np.flatnonzero(index[:, 1] == call)
+    else:
+        wanted = PROBE if probe else 0
+        rows = np.flatnonzero((index[:, 2] & PROBE) == wanted)
     if rows.size == 0:
         return rows
     not_training = (index[rows, 2] & GRAD_ENABLED) == 0

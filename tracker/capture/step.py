@@ -13,6 +13,7 @@ from tracker.capture.stats import ActivationKind
 # Bits of TensorEntry.flags / Summary.flags.
 GRAD_ENABLED = 1  # the forward ran with autograd on (a training forward)
 TRAINING_MODE = 2  # module.training was True (not eval mode)
+PROBE = 4  # the forward/backward of the fixed probe inputs (run.watch(probe=...)), not training
 
 
 @dataclass
