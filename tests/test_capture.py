@@ -18,9 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tracker
-from tests.reference import reference_run
-from tracker.capture.histogram import reference_histogram
-from tracker.capture.stats import reference_stats
+from tests.reference import assert_run_matches, reference_run
 from tracker.names import STAT_NAMES
 
 STEPS = 4
@@ -144,30 +142,7 @@ def test_every_quantity_matches_autograd(case: str, store_path: Path) -> None:
         steps, losses = r.metrics("loss")
         assert steps.tolist() == list(range(STEPS))
         np.testing.assert_array_equal(losses, [s.loss for s in expected])
-        checked = 0
-        for step, ref in enumerate(expected):
-            for (layer, quantity, part, call), want in ref.tensors.items():
-                got_steps, rows = r.stats(layer, quantity, part, call)
-                row = rows[np.flatnonzero(got_steps == step)[0]]
-                kind = _kind(r, layer, quantity)
-                np.testing.assert_allclose(
-                    row,
-                    reference_stats(want, kind),
-                    rtol=RTOL,
-                    atol=ATOL,
-                    err_msg=f"{layer} {quantity} {part} call {call} step {step}",
-                )
-                snap = r.tensor(layer, quantity, step, part, call)
-                bounded = want[: snap.shape[0]] if quantity.startswith("activation") else want
-                np.testing.assert_array_equal(
-                    snap, bounded, err_msg=f"{layer} {quantity} {part} step {step}"
-                )
-                hist_steps, hists = r.histograms(layer, quantity, part, call)
-                np.testing.assert_array_equal(
-                    hists[hist_steps.tolist().index(step)], reference_histogram(want)
-                )
-                checked += 1
-        # Every reference tensor was found, and nothing else was stored for the tracked layers.
+        checked = assert_run_matches(r, expected, RTOL, ATOL)
         assert checked == sum(len(s.tensors) for s in expected)
 
 

@@ -267,7 +267,7 @@ def test_no_tensor_of_an_old_step_is_kept_alive(store_path: Path) -> None:
     model[1].register_forward_hook(lambda m, i, o: refs.append(weakref.ref(o)))
     with tracker.init(project="p", store=store_path) as run:
         run.watch(model)
-        for step in range(30):
+        for step in range(1000):
             run.log({"loss": _step(model, opt)}, step=step)
         run.flush()
         gc.collect()

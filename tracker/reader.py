@@ -243,10 +243,11 @@ class RunReader:
         stat: str,
         param: str | None = None,
         call: int | None = None,
+        probe: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one stat ("mean", "std", "norm", ...) of one tensor over the run."""
         column = check_stat(stat)
-        steps, rows = self.stats(layer, quantity, param, call)
+        steps, rows = self.stats(layer, quantity, param, call, probe)
         return steps, rows[:, column]
 
     def latest(self, max_segments: int = 3) -> dict[tuple[str, str, str], tuple[int, np.ndarray]]:

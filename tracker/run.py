@@ -16,7 +16,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -24,8 +24,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from tracker.capture.engine import Engine, StepItem
-from tracker.capture.layers import LayerSelector, select_layers
+from tracker.capture.layers import LayerSelector, select_layers, unwrap
 from tracker.capture.policy import SnapshotDtype, WatchPolicy
+from tracker.capture.probe import Probe
 from tracker.capture.watch import Watch
 from tracker.config import Settings
 from tracker.errors import InvalidArgumentError, StoreError, TrackerError
@@ -86,15 +87,28 @@ def _git_commit() -> str | None:
     return commit if out.returncode == 0 and len(commit) == 40 else None
 
 
-def _rank() -> int:
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
     try:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            return int(dist.get_rank())
+            return int(dist.get_rank()), int(dist.get_world_size())
     except Exception:  # a broken process group must not stop logging
         pass
-    return int(os.environ.get("RANK", "0") or 0)
+    return 0, 1
+
+
+def _shared_run_id(rank: int, world: int) -> str:
+    """A new run id; under DDP rank 0's, sent to every rank (all ranks must call init)."""
+    run_id = uuid.uuid4().hex[:16]
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [run_id if rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        run_id = str(box[0])
+    return run_id
 
 
 class Run:
@@ -114,12 +128,15 @@ class Run:
         writer_config: WriterConfig | None = None,
     ) -> None:
         self._store = store
-        self.id = uuid.uuid4().hex[:16]
+        self.rank, world = _process_group()
+        self.id = _shared_run_id(self.rank, world)
+        # Under DDP every rank records its own tensors (segments by rank); rank 0 owns the run
+        # record: it creates it, registers layers, stores the metrics and sets the final status.
+        self.owner = self.rank == 0
         self.name = name
         self.project = project
         self.config = config
         self.tags = list(tags)
-        self.rank = _rank()
         self._lock = threading.RLock()
         self._watches: list[Watch] = []
         self._last_step: int | None = None
@@ -127,18 +144,16 @@ class Run:
         self._finished = False
         self._problems: Counter[str] = Counter()
         self._reason: str | None = None
-        store.catalog.create_run(
-            self.id,
-            project,
-            name,
-            config,
-            self.tags,
-            socket.gethostname(),
-            os.getpid(),
-            _git_commit(),
-        )
+        if self.owner:
+            host, pid, commit = socket.gethostname(), os.getpid(), _git_commit()
+            store.catalog.create_run(self.id, project, name, config, self.tags, host, pid, commit)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # the run row exists before any rank registers a segment
+        counters = self._all_counters if self.owner else dict  # only rank 0 writes the summary
         self._writer = Writer(
-            store, self.id, self.rank, __version__, self._report, self._all_counters, writer_config
+            store, self.id, self.rank, __version__, self._report, counters, writer_config
         )
         self._engine = Engine(self._writer.put, self._report)
         _live_runs.add(self)
@@ -167,12 +182,21 @@ class Run:
         snapshot_dtype: SnapshotDtype = None,
         max_calls: int = 8,
         prefix: str = "",
+        scaler: Any = None,
+        probe: Any = None,
+        loss_fn: Callable[[Any, Any], Tensor] | None = None,
+        probe_mode: str = "eval",
     ) -> Watch:
         """Record the layers of ``model``: stats every ``every`` steps, histograms, snapshots.
 
         ``layers``: None (every submodule without children), names or globs ("features.*"), a
         module type (nn.Conv2d), or a callable (name, module) -> bool. Watching the same model again
         returns the same handle. ``prefix`` tells apart two models with the same layer names.
+        ``scaler``: the torch.amp.GradScaler in use, so activation gradients are stored unscaled
+        (the metrics "amp/grad_scale" and "amp/overflow" are logged with each step).
+        ``probe``: fixed inputs, or (inputs, targets) with ``loss_fn``, run through the model at
+        every snapshot step without changing training, so snapshots of two steps or two runs
+        show the same examples (read them with ``probe=True``).
         """
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(
@@ -190,7 +214,7 @@ class Run:
         )
         with self._lock:
             for existing in self._watches:
-                if existing.model is model and not existing.closed:
+                if unwrap(existing.model) is unwrap(model) and not existing.closed:
                     return existing
             specs = select_layers(model, layers, prefix)
             taken = {name for w in self._watches if not w.closed for name in w.layers}
@@ -201,9 +225,21 @@ class Run:
                     "pass prefix='name.' to tell the two models apart"
                 )
             wait = self._engine.wait_params_read
-            watch = Watch(model, specs, policy, self._report, self._forget_watch, wait)
+            fixed = None if probe is None else Probe.make(probe, loss_fn, probe_mode)
+            watch = Watch(
+                model,
+                specs,
+                policy,
+                self._report,
+                self._forget_watch,
+                wait,
+                scaler=scaler,
+                probe=fixed,
+            )
             watch.begin_step(self._next_step())
             self._watches.append(watch)
+        if not self.owner:  # rank 0 registers the layers (same model on every rank)
+            return watch
         self._store.catalog.add_layers(
             self.id,
             [
@@ -229,11 +265,14 @@ class Run:
 
         Whatever the hooks captured since the previous log() belongs to ``step`` (default: the
         previous step + 1). ``epoch`` maps the step to an epoch (or use :meth:`epoch`).
+        Under DDP, metrics are stored from rank 0 only; every rank records its layers.
         """
         self._check_open()
         values = {}
         for name, value in (metrics or {}).items():
             values[check_name(name, "metric name")] = _metric_value(name, value)
+        if not self.owner:
+            values = {}
         if step is None:
             step = self._next_step()
         elif isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
@@ -247,6 +286,7 @@ class Run:
             captures = []
             for watch in self._watches:
                 try:
+                    watch.run_probe()
                     capture = watch.end_step(step)
                     if capture is not None:
                         captures.append(capture)
@@ -291,9 +331,10 @@ class Run:
         problems = self._problem_text()
         text = "; ".join(t for t in (reason, problems) if t) or None
         try:
-            self._store.catalog.set_status(
-                self.id, status, text, ended=True, counters=self._all_counters()
-            )
+            if self.owner:  # rank 0 reports the run's status
+                self._store.catalog.set_status(
+                    self.id, status, text, ended=True, counters=self._all_counters()
+                )
         except Exception as exc:
             log.warning("tracker: could not mark run %s %s: %s", self.id, status, exc)
         finally:

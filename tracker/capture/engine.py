@@ -24,7 +24,7 @@ from torch import Tensor
 from tracker.capture.histogram import binade_histogram
 from tracker.capture.snapshot import take_snapshot
 from tracker.capture.stats import StatsBatch
-from tracker.capture.step import Summary, TensorEntry, WatchCapture
+from tracker.capture.step import PROBE, Summary, TensorEntry, WatchCapture
 
 _PARAM_QUANTITIES = ("weight", "weight_grad")
 # Bound on how long an optimizer step waits for the worker before going ahead regardless (I1).
@@ -186,14 +186,16 @@ class Engine:
             split.append((capture, others))
             summaries.extend(self._summaries(capture, params))
         item.params_read.set()
+        metrics = dict(item.metrics)
         for capture, others in split:
+            _unscale(capture, others, metrics)
             summaries.extend(self._summaries(capture, others))
             self.counters["dropped_inplace"] += capture.dropped_inplace
             self.counters["skipped_calls"] += capture.skipped_calls
             for layer, parts in capture.layer_shapes.items():
                 shapes.setdefault(layer, {}).update(parts)
         item.captures = []  # release the tensors now
-        return StepRecord(item.step, item.epoch, item.time, item.metrics, summaries, shapes)
+        return StepRecord(item.step, item.epoch, item.time, metrics, summaries, shapes)
 
     def _summaries(self, capture: WatchCapture, entries: list[TensorEntry]) -> list[Summary]:
         if not entries:
@@ -207,7 +209,7 @@ class Engine:
             snaps = [
                 take_snapshot(
                     e.tensor,
-                    capture.snapshot_samples if e.quantity.startswith("activation") else None,
+                    _sample_limit(capture, e),
                     capture.snapshot_max_elements,
                     capture.snapshot_dtype,  # type: ignore[arg-type]
                 )
@@ -232,6 +234,33 @@ class Engine:
                 )
             )
         return out
+
+
+def _sample_limit(capture: WatchCapture, entry: TensorEntry) -> int | None:
+    """Samples kept in a snapshot: none cut from weights or from the (small, fixed) probe batch."""
+    if not entry.quantity.startswith("activation") or entry.flags & PROBE:
+        return None
+    return capture.snapshot_samples
+
+
+def _unscale(capture: WatchCapture, entries: list[TensorEntry], metrics: dict[str, float]) -> None:
+    """Undo GradScaler's loss scale on activation gradients; log the scale and any overflow.
+
+    Parameter gradients need nothing: scaler.step() unscales them in place before we read them.
+    The scale is a power of two, so dividing by it is exact (in float32, which stats use anyway).
+    """
+    if capture.grad_scale is None:
+        return
+    scale = float(capture.grad_scale)
+    metrics["amp/grad_scale"] = scale
+    if capture.scale_after is not None:
+        # GradScaler backs the scale off after a step whose gradients overflowed (and skips it).
+        metrics["amp/overflow"] = float(float(capture.scale_after) < scale)
+    if scale != 1.0:
+        for entry in entries:
+            # The probe's backward uses an unscaled loss of its own.
+            if entry.quantity == "activation_grad" and not entry.flags & PROBE:
+                entry.tensor = entry.tensor.float() / scale
 
 
 def _histograms(tensors: list[Tensor]) -> list[np.ndarray]:

@@ -56,6 +56,21 @@ def _default(name: str, module: nn.Module) -> bool:
     return not has_children or owns_params
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside torch.compile, DistributedDataParallel or DataParallel wrappers,
+    so layer names are the same with and without them ("conv1", not "_orig_mod.module.conv1")."""
+    for _ in range(4):
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if inner is None and isinstance(
+            model, nn.DataParallel | nn.parallel.DistributedDataParallel
+        ):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+    return model
+
+
 def select_layers(
     model: nn.Module, layers: LayerSelector = None, prefix: str = ""
 ) -> list[LayerSpec]:
@@ -63,6 +78,7 @@ def select_layers(
 
     None picks every named submodule with no children (and any that owns parameters itself).
     """
+    model = unwrap(model)
     named = list(model.named_modules())
     if isinstance(layers, str):
         layers = [layers]

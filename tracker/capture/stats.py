@@ -10,7 +10,7 @@ float64 for just those tensors.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -35,10 +35,17 @@ class _Pending:
     tensor: Tensor  # float view of the input, kept until resolve() for the rare precise pass
     numel: int
     device: torch.device
-    float_slot: int  # first of sum, sumsq, min, max in the device's float list
-    int_slot: int  # nonzero count, then dead units / saturated counts if any
+    slot: int  # row in the device's float (sum, sumsq, min, max) and zero-count lists
     kind: ActivationKind
-    units: int  # number of units for dead_frac, 0 if not computed
+    extra_slot: int = -1  # dead units (relu) or saturated elements (sigmoid/tanh), if any
+    units: int = 0  # number of units for dead_frac
+
+
+@dataclass
+class _DeviceLists:
+    floats: list[Tensor] = field(default_factory=list)  # 4 per tensor: sum, sumsq, min, max
+    zeros: list[Tensor] = field(default_factory=list)  # 1 per tensor
+    extras: list[Tensor] = field(default_factory=list)  # 1 per tensor that has one
 
 
 class StatsBatch:
@@ -51,8 +58,7 @@ class StatsBatch:
     """
 
     def __init__(self) -> None:
-        self._floats: dict[torch.device, list[Tensor]] = {}
-        self._ints: dict[torch.device, list[Tensor]] = {}
+        self._devices: dict[torch.device, _DeviceLists] = {}
         self._pending: list[_Pending | None] = []
 
     def __len__(self) -> int:
@@ -68,40 +74,48 @@ class StatsBatch:
             self._pending.append(None)
             return len(self._pending) - 1
         flat = x.reshape(-1)
-        floats = self._floats.setdefault(x.device, [])
-        ints = self._ints.setdefault(x.device, [])
-        pending = _Pending(x, numel, x.device, len(floats), len(ints), kind, 0)
+        lists = self._devices.get(x.device)
+        if lists is None:
+            lists = self._devices[x.device] = _DeviceLists()
+        pending = _Pending(x, numel, x.device, len(lists.zeros), kind)
         lo, hi = torch.aminmax(flat)
-        floats.extend((flat.sum(), torch.dot(flat, flat), lo, hi))
-        ints.append(torch.count_nonzero(flat))
+        lists.floats.extend((flat.sum(), torch.dot(flat, flat), lo, hi))
+        # eq().sum() is branch-free: 4-6x faster than count_nonzero on half-zero ReLU outputs.
+        lists.zeros.append(torch.eq(flat, 0).sum())
+        extra = None
         if kind == "relu" and x.dim() >= 2:
             axis = units_axis(x.dim())
             others = tuple(d for d in range(x.dim()) if d != axis)
-            ints.append(torch.count_nonzero(x.amax(dim=others) <= 0))
+            extra = torch.le(x.amax(dim=others), 0).sum()
             pending.units = x.shape[axis]
         elif kind == "sigmoid":
-            ints.append(torch.count_nonzero((x - 0.5).abs_() > 0.49))
+            extra = torch.gt((x - 0.5).abs_(), 0.49).sum()
         elif kind == "tanh":
-            ints.append(torch.count_nonzero(x.abs() > 0.99))
+            extra = torch.gt(x.abs(), 0.99).sum()
+        if extra is not None:
+            pending.extra_slot = len(lists.extras)
+            lists.extras.append(extra)
         self._pending.append(pending)
         return len(self._pending) - 1
 
     def resolve(self) -> list[np.ndarray]:
         """Move every queued result to the host at once; return float64 rows of N_STATS."""
-        host_floats = {d: torch.stack(v).double().cpu().numpy() for d, v in self._floats.items()}
-        host_ints = {d: torch.stack(v).cpu().numpy() for d, v in self._ints.items()}
-        rows = []
-        for p in self._pending:
+        host = {}
+        for device, lists in self._devices.items():
+            floats = torch.stack(lists.floats).double().cpu().numpy().reshape(-1, 4)
+            zeros = torch.stack(lists.zeros).cpu().numpy()
+            extras = torch.stack(lists.extras).cpu().numpy() if lists.extras else None
+            host[device] = (floats, zeros, extras)
+        rows = np.full((len(self._pending), N_STATS), np.nan)
+        for i, p in enumerate(self._pending):
             if p is None:
-                rows.append(_empty_row())
+                rows[i] = _empty_row()
                 continue
-            f = host_floats[p.device][p.float_slot : p.float_slot + 4]
-            i = host_ints[p.device][p.int_slot :]
-            rows.append(_finish_row(p, f, i))
-        self._floats.clear()
-        self._ints.clear()
+            floats, zeros, extras = host[p.device]
+            _finish_row(rows[i], p, floats[p.slot], int(zeros[p.slot]), extras)
+        self._devices.clear()
         self._pending.clear()
-        return rows
+        return list(rows)
 
 
 def _empty_row() -> np.ndarray:
@@ -112,31 +126,37 @@ def _empty_row() -> np.ndarray:
     return row
 
 
-def _finish_row(p: _Pending, f: np.ndarray, ints: np.ndarray) -> np.ndarray:
-    total, sumsq, lo, hi = (float(v) for v in f)
+_COUNT, _MEAN, _STD, _MIN, _MAX, _NORM, _ZERO, _NAN, _INF, _DEAD, _SAT = (
+    STAT_INDEX[name] for name in STAT_NAMES
+)
+
+
+def _finish_row(
+    row: np.ndarray, p: _Pending, f: np.ndarray, zeros: int, extras: np.ndarray | None
+) -> None:
+    total, sumsq, lo, hi = f.tolist()
     n = p.numel
-    row = np.full(N_STATS, np.nan)
-    row[STAT_INDEX["count"]] = n
-    row[STAT_INDEX["zero_frac"]] = (n - int(ints[0])) / n
-    extra = int(ints[1]) if len(ints) > 1 and p.kind is not None else None
-    if p.kind == "relu" and p.units:
-        row[STAT_INDEX["dead_frac"]] = extra / p.units if extra is not None else np.nan
-    elif p.kind in ("sigmoid", "tanh") and extra is not None:
-        row[STAT_INDEX["saturated_frac"]] = extra / n
-    if all(math.isfinite(v) for v in (total, sumsq, lo, hi)):
+    row[_COUNT] = n
+    row[_ZERO] = zeros / n
+    if p.extra_slot >= 0 and extras is not None:
+        extra = int(extras[p.extra_slot])
+        if p.kind == "relu":
+            row[_DEAD] = extra / p.units
+        else:
+            row[_SAT] = extra / n
+    if math.isfinite(total) and math.isfinite(sumsq) and math.isfinite(lo) and math.isfinite(hi):
         mean = total / n
         var = max(sumsq / n - mean * mean, 0.0)
-        if n > 1 and var < _CANCELLATION * mean * mean:
-            return _precise(p.tensor, row)
-        row[STAT_INDEX["mean"]] = mean
-        row[STAT_INDEX["std"]] = math.sqrt(var)
-        row[STAT_INDEX["min"]] = lo
-        row[STAT_INDEX["max"]] = hi
-        row[STAT_INDEX["norm"]] = math.sqrt(sumsq)
-        row[STAT_INDEX["nan_count"]] = 0
-        row[STAT_INDEX["inf_count"]] = 0
-        return row
-    return _precise(p.tensor, row)
+        if n == 1 or var >= _CANCELLATION * mean * mean:
+            row[_MEAN] = mean
+            row[_STD] = math.sqrt(var)
+            row[_MIN] = lo
+            row[_MAX] = hi
+            row[_NORM] = math.sqrt(sumsq)
+            row[_NAN] = 0
+            row[_INF] = 0
+            return
+    _precise(p.tensor, row)
 
 
 def _precise(x: Tensor, row: np.ndarray) -> np.ndarray:

@@ -50,6 +50,10 @@ class WatchCapture:
     layer_shapes: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     dropped_inplace: int = 0
     skipped_calls: int = 0
+    # torch.amp.GradScaler: the loss scale backward used, and the scale after scaler.update().
+    # Activation gradients are divided by the first; a smaller second means the step overflowed.
+    grad_scale: Tensor | None = None
+    scale_after: Tensor | None = None
 
 
 @dataclass

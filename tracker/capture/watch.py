@@ -23,10 +23,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from tracker.capture.layers import LayerSpec
+from tracker.capture.layers import LayerSpec, unwrap
 from tracker.capture.outputs import output_parts
 from tracker.capture.policy import WatchPolicy
-from tracker.capture.step import GRAD_ENABLED, TRAINING_MODE, TensorEntry, WatchCapture
+from tracker.capture.probe import Probe
+from tracker.capture.step import GRAD_ENABLED, PROBE, TRAINING_MODE, TensorEntry, WatchCapture
 
 # Parameters belong to the training step, whatever forwards ran around it.
 _PARAM_FLAGS = GRAD_ENABLED | TRAINING_MODE
@@ -53,6 +54,8 @@ class Watch:
         on_error: Callable[[str, BaseException], None],
         on_close: Callable[[Watch], None],
         before_param_write: Callable[[], None] = lambda: None,
+        scaler: Any = None,
+        probe: Probe | None = None,
     ) -> None:
         self.model = model
         self.policy = policy
@@ -61,6 +64,11 @@ class Watch:
         self._on_error = on_error
         self._on_close = on_close
         self._before_param_write = before_param_write
+        self._scaler = scaler  # torch.amp.GradScaler whose scale is undone on activation grads
+        self._step_scale: Tensor | None = None
+        self._probe = probe
+        self._probing = False
+        self._probe_outputs: list[Tensor] = []
         self._handles: list[RemovableHandle] = []
         self._lock = threading.Lock()  # guards buffers: backward may run hooks on other threads
         self._closed = False
@@ -123,6 +131,19 @@ class Watch:
         self._recording = stats and not self._closed
         self._hist, self._snap = hist, snap
 
+    def run_probe(self) -> None:
+        """At a snapshot step, record the probe inputs' activations and their gradients."""
+        if self._probe is None or not (self._recording and self._snap) or self._closed:
+            return
+        self._probing = True
+        try:
+            self._probe.run(unwrap(self.model), self._probe_outputs)
+        except Exception as exc:  # I1: a broken probe must not stop training
+            self._on_error("running the probe inputs", exc)
+        finally:
+            self._probing = False
+            self._probe_outputs.clear()
+
     def end_step(self, step: int) -> WatchCapture | None:
         """Hand over what was captured since begin_step(), or None if this step records nothing."""
         with self._lock:
@@ -136,6 +157,7 @@ class Watch:
                 entry.call += self._closed_calls[self._index[entry.layer]]
             calls = [a + b for a, b in zip(calls, self._closed_calls, strict=True)]
         self._last_closed, self._closed_calls = step, calls
+        step_scale, self._step_scale = self._step_scale, None
         if not self._recording or self._closed:
             return None
         policy = self.policy
@@ -148,6 +170,9 @@ class Watch:
             snapshot_dtype=policy.torch_snapshot_dtype(),
             skipped_calls=skipped,
         )
+        if self._scaler is not None:
+            capture.grad_scale = step_scale
+            capture.scale_after = self._current_scale()
         for entry in entries:
             if entry.quantity == "activation" and not self._check_activation(entry):
                 capture.dropped_inplace += 1
@@ -164,7 +189,9 @@ class Watch:
     def _attach(self) -> None:
         seen: set[int] = set()
         for index, spec in enumerate(self._specs):
-            hook = functools.partial(self._on_forward, index)
+            # Under torch.compile the hook runs eagerly (a graph break per watched module): traced,
+            # its register_hook and version checks would not see real tensors.
+            hook = torch.compiler.disable(functools.partial(self._on_forward, index))
             self._handles.append(spec.module.register_forward_hook(hook))
             for _, param in spec.params:
                 if id(param) in seen or not param.requires_grad:
@@ -194,6 +221,8 @@ class Watch:
             self._calls[index] = call + 1
         grad_on = torch.is_grad_enabled()
         flags = (GRAD_ENABLED if grad_on else 0) | (TRAINING_MODE if module.training else 0)
+        if self._probing:
+            flags |= PROBE
         spec = self._specs[index]
         for part, tensor in output_parts(output):
             key = (index, part)
@@ -208,9 +237,21 @@ class Watch:
                 self._entries.append(entry)
             if grad_on and tensor.requires_grad:
                 tensor.register_hook(functools.partial(self._on_grad, index, part, call, flags))
+                if self._probing:
+                    self._probe_outputs.append(tensor)
+
+    def _current_scale(self) -> Tensor | None:
+        scale = getattr(self._scaler, "_scale", None)  # a tensor once scaler.scale() ran
+        return scale.detach().clone() if isinstance(scale, Tensor) else None
+
+    def _note_scale(self) -> None:
+        # The first gradient of a step tells which loss scale this backward used.
+        if self._scaler is not None and self._step_scale is None:
+            self._step_scale = self._current_scale()
 
     def _on_grad(self, index: int, part: str, call: int, flags: int, grad: Tensor) -> None:
         try:
+            self._note_scale()
             if self._recording and grad is not None:
                 entry = TensorEntry(
                     self._specs[index].name, "activation_grad", part, call, flags, grad
@@ -222,6 +263,7 @@ class Watch:
 
     def _before_grad_accumulates(self, grad: Tensor) -> None:
         try:
+            self._note_scale()
             self._before_param_write()
         except Exception as exc:  # I1
             self._on_error("waiting for the stats worker", exc)
