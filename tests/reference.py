@@ -29,7 +29,7 @@ class ReferenceStep:
 
 def as_numpy(t: Tensor) -> np.ndarray:
     """NumPy copy; bfloat16 widens to float32 exactly (NumPy has no bfloat16)."""
-    t = t.detach()
+    t = t.detach().cpu()
     return (t.float() if t.dtype == torch.bfloat16 else t).clone().numpy()
 
 

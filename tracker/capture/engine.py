@@ -21,6 +21,7 @@ import torch
 import torch.optim.optimizer as optim_hooks
 from torch import Tensor
 
+from tracker.capture.device import SideStreams
 from tracker.capture.histogram import binade_histogram
 from tracker.capture.snapshot import take_snapshot
 from tracker.capture.stats import StatsBatch
@@ -76,6 +77,7 @@ class Engine:
         self._stopping = False
         self._last_item: StepItem | None = None
         self.counters: Counter[str] = Counter()
+        self._streams = SideStreams()
         self._hook = optim_hooks.register_optimizer_step_pre_hook(self._before_optimizer_step)
         self._thread = threading.Thread(target=self._loop, name="tracker-stats", daemon=True)
         self._thread.start()
@@ -200,6 +202,10 @@ class Engine:
     def _summaries(self, capture: WatchCapture, entries: list[TensorEntry]) -> list[Summary]:
         if not entries:
             return []
+        with self._streams.after(capture.ready):
+            return self._summaries_here(capture, entries)
+
+    def _summaries_here(self, capture: WatchCapture, entries: list[TensorEntry]) -> list[Summary]:
         batch = StatsBatch()
         for entry in entries:
             batch.add(entry.tensor, entry.kind if entry.quantity == "activation" else None)
@@ -215,7 +221,7 @@ class Engine:
                 )
                 for e in entries
             ]
-        rows = batch.resolve()
+        rows = batch.resolve()  # blocking: snapshot copies above are complete after it
         out = []
         for i, entry in enumerate(entries):
             if entry.mutated():  # overwritten while we read it: drop rather than store a mix

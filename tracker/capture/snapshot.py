@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tracker.capture.device import to_host
+
 # bf16 has no NumPy dtype: its bits are stored as uint16 and the dtype kept as an attribute.
 _STORED_AS: dict[torch.dtype, np.dtype] = {torch.bfloat16: np.dtype(np.uint16)}
 _DTYPE_NAMES = {
@@ -60,9 +62,11 @@ def take_snapshot(
         x = x.to(store_dtype)
     dtype_name = _DTYPE_NAMES.get(x.dtype, str(x.dtype).removeprefix("torch."))
     if x.dtype in _STORED_AS:
-        data = x.contiguous().view(torch.int16).cpu().numpy().view(_STORED_AS[x.dtype])
+        data = to_host(x.contiguous().view(torch.int16)).numpy().view(_STORED_AS[x.dtype])
+    elif x.is_cuda:
+        data = to_host(x.contiguous()).numpy()  # pinned; valid once the stream is synchronised
     else:
-        data = x.cpu().numpy().copy()
+        data = x.numpy().copy()
     return Snapshot(data=data, dtype=dtype_name, full_shape=tuple(tensor.shape))
 
 

@@ -54,6 +54,8 @@ class WatchCapture:
     # Activation gradients are divided by the first; a smaller second means the step overflowed.
     grad_scale: Tensor | None = None
     scale_after: Tensor | None = None
+    # CUDA: an event per device on the training stream when the step closed (device.py).
+    ready: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from tracker.capture.device import ready_events
 from tracker.capture.layers import LayerSpec, unwrap
 from tracker.capture.outputs import output_parts
 from tracker.capture.policy import WatchPolicy
@@ -180,6 +181,7 @@ class Watch:
             capture.entries.append(entry)
         if not repeated:  # parameters were taken when the step first closed
             self._add_parameters(capture, grads)
+        capture.ready = ready_events(e.tensor for e in capture.entries)
         capture.layer_shapes = self._shapes
         self._shapes = {}
         return capture
