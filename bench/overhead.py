@@ -1,16 +1,21 @@
-"""Training-step overhead of the tracker, as ratios to a plain step measured in the same run.
+"""Training-step overhead of the tracker and of its peers, as ratios to a plain step.
 
     python bench/overhead.py [--repeats 5] [--steps 200] [--models cnn,mlp] [--json out.json]
 
 Variants are interleaved (each repeat runs every variant once, in a shuffled order) so drift on a
-shared machine hits them alike; each figure is the median over repeats of a variant's median step
-time, divided by the baseline's, with the min..max over repeats. One torch thread, like PERF.md.
+shared machine hits them alike; each figure is the median over repeats of a variant's mean step
+time, divided by the baseline's of the same repeat, with the min..max over repeats. One torch
+thread, like ../shared/PERF.md. Peers (bench/requirements-peers.txt) are skipped if not installed:
+TensorBoard histograms of every parameter and gradient, wandb.watch(log="all") offline, Aim
+parameter and gradient distributions, each at the same cadence as the tracker row they sit under.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import random
 import statistics
 import sys
@@ -19,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +39,7 @@ BATCH = 64
 
 
 def digits_mlp() -> nn.Module:
-    """~3.2M parameters on flattened digits: large matmuls, few layers."""
+    """~2.5M parameters on flattened digits: large matmuls, few layers."""
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(64, 1536),
@@ -47,43 +53,128 @@ def digits_mlp() -> nn.Module:
 MODELS: dict[str, Callable[[], nn.Module]] = {"cnn": digits_cnn, "mlp": digits_mlp}
 
 
+class Recorder:
+    """What a variant does around the training loop."""
+
+    def after_step(self, step: int, loss: torch.Tensor) -> None:
+        loss.item()
+
+    def close(self) -> None:
+        pass
+
+
+class TrackerRecorder(Recorder):
+    def __init__(self, model: nn.Module, tmp: str, watch: dict[str, Any] | None) -> None:
+        self.run = tracker.init(project="bench", store=tmp)
+        if watch is not None:
+            self.run.watch(model, **watch)
+
+    def after_step(self, step: int, loss: torch.Tensor) -> None:
+        self.run.log({"loss": loss.item()}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class TensorBoardRecorder(Recorder):
+    """What TensorBoard users write: add_histogram of every parameter and gradient."""
+
+    def __init__(self, model: nn.Module, tmp: str, every: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(tmp)
+        self.model, self.every = model, every
+
+    def after_step(self, step: int, loss: torch.Tensor) -> None:
+        self.writer.add_scalar("loss", loss.item(), step)
+        if step % self.every == 0:
+            for name, p in self.model.named_parameters():
+                self.writer.add_histogram(name, p, step)
+                if p.grad is not None:
+                    self.writer.add_histogram(name + ".grad", p.grad, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbRecorder(Recorder):
+    def __init__(self, model: nn.Module, tmp: str, every: int) -> None:
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(project="bench", dir=tmp, mode="offline", reinit="finish_previous")
+        wandb.watch(model, log="all", log_freq=every)
+
+    def after_step(self, step: int, loss: torch.Tensor) -> None:
+        self.run.log({"loss": loss.item()}, step=step)
+
+    def close(self) -> None:
+        self.wandb.unwatch()
+        self.run.finish()
+
+
+class AimRecorder(Recorder):
+    def __init__(self, model: nn.Module, tmp: str, every: int) -> None:
+        from aim import Run
+
+        self.run = Run(repo=tmp, system_tracking_interval=None, log_system_params=False)
+        self.model, self.every = model, every
+
+    def after_step(self, step: int, loss: torch.Tensor) -> None:
+        from aim.pytorch import track_gradients_dists, track_params_dists
+
+        self.run.track(loss.item(), name="loss", step=step)
+        if step % self.every == 0:
+            track_params_dists(self.model, self.run)
+            track_gradients_dists(self.model, self.run)
+
+    def close(self) -> None:
+        self.run.close()
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
-    watch: dict | None  # run.watch kwargs; None = no tracker at all
+    make: Callable[[nn.Module, str], Recorder]
+    needs: str | None = None  # module that must be importable
 
 
+def _tracker(watch: dict[str, Any] | None) -> Callable[[nn.Module, str], Recorder]:
+    return lambda model, tmp: TrackerRecorder(model, tmp, watch)
+
+
+EVERY_STEP = {"every": 1, "histogram_every": 1, "snapshot_every": 0}
+EVERY_10 = {"every": 10, "histogram_every": 10, "snapshot_every": 0}
 VARIANTS = (
-    Variant("baseline (no tracker)", None),
-    Variant("tracker, metrics only (no watch)", {}),
+    Variant("baseline (no tracking)", lambda model, tmp: Recorder()),
+    Variant("tracker: metrics only, no watch", _tracker(None)),
+    Variant("tracker: default policy (stats 1, hist 10, snap 100)", _tracker({})),
+    Variant("tracker: stats+hist, all 4 quantities, every step", _tracker(EVERY_STEP)),
+    Variant("tracker: + snapshots every step", _tracker({**EVERY_STEP, "snapshot_every": 1})),
     Variant(
-        "tracker default (stats 1, hist 10, snap 100)",
-        {"every": 1, "histogram_every": 10, "snapshot_every": 100},
+        "TensorBoard: param+grad histograms, every step",
+        lambda m, t: TensorBoardRecorder(m, t, 1),
+        "tensorboard",
+    ),
+    Variant("wandb.watch(log='all'), every step", lambda m, t: WandbRecorder(m, t, 1), "wandb"),
+    Variant("Aim: param+grad distributions, every step", lambda m, t: AimRecorder(m, t, 1), "aim"),
+    Variant("tracker: stats+hist, all 4 quantities, every 10", _tracker(EVERY_10)),
+    Variant(
+        "TensorBoard: every 10 steps", lambda m, t: TensorBoardRecorder(m, t, 10), "tensorboard"
     ),
     Variant(
-        "tracker stats+hist every step", {"every": 1, "histogram_every": 1, "snapshot_every": 0}
+        "wandb.watch(log='all'), every 10 steps", lambda m, t: WandbRecorder(m, t, 10), "wandb"
     ),
-    Variant(
-        "tracker stats+hist+snapshots every step",
-        {"every": 1, "histogram_every": 1, "snapshot_every": 1},
-    ),
-    Variant(
-        "tracker every 10 steps (stats, hist)",
-        {"every": 10, "histogram_every": 10, "snapshot_every": 0},
-    ),
+    Variant("Aim: every 10 steps", lambda m, t: AimRecorder(m, t, 10), "aim"),
 )
 
 
-def _time_steps(model_name: str, variant: Variant, steps: int, warmup: int, store: str) -> float:
+def _time_steps(model_name: str, variant: Variant, steps: int, warmup: int, tmp: str) -> float:
     images, labels = load_digits_tensors()
     torch.manual_seed(0)
     model = MODELS[model_name]()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    run = None
-    if variant.watch is not None:
-        run = tracker.init(project="bench", name=variant.name, store=store)
-        if variant.watch:
-            run.watch(model, **variant.watch)
+    recorder = variant.make(model, tmp)
     gen = torch.Generator().manual_seed(0)
     times = []
     for step in range(warmup + steps):
@@ -93,15 +184,12 @@ def _time_steps(model_name: str, variant: Variant, steps: int, warmup: int, stor
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if run is not None:
-            run.log({"loss": loss.item()}, step=step)
-        else:
-            loss.item()
+        recorder.after_step(step, loss)
         if step >= warmup:
             times.append(time.perf_counter() - start)
-    if run is not None:
-        run.finish()
-    return statistics.median(times)
+    recorder.close()
+    # The mean, not the median: work done every k-th step (histograms, segment writes) counts.
+    return statistics.fmean(times)
 
 
 def _print_table(model_name: str, args: argparse.Namespace, rows: list[dict]) -> None:
@@ -122,37 +210,44 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--models", default="cnn,mlp")
+    parser.add_argument("--only", default="", help="comma-separated substrings of variant names")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    variants = [v for v in VARIANTS if v.needs is None or importlib.util.find_spec(v.needs)]
+    if args.only:
+        wanted = args.only.split(",")
+        variants = [v for i, v in enumerate(variants) if i == 0 or any(w in v.name for w in wanted)]
+    missing = [v.name for v in VARIANTS if v.needs and not importlib.util.find_spec(v.needs)]
+    if missing:
+        print("skipped (not installed, see bench/requirements-peers.txt):", "; ".join(missing))
     rng = random.Random(0)
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for model_name in args.models.split(","):
-            per_variant: dict[str, list[float]] = {v.name: [] for v in VARIANTS}
-            for repeat in range(args.repeats):
-                order = list(VARIANTS)
-                rng.shuffle(order)
-                for variant in order:
-                    store = f"{tmp}/{model_name}-{repeat}"
-                    per_variant[variant.name].append(
-                        _time_steps(model_name, variant, args.steps, args.warmup, store)
-                    )
-            base = per_variant[VARIANTS[0].name]
-            rows = []
-            for variant in VARIANTS:
-                ratios = [t / b for t, b in zip(per_variant[variant.name], base, strict=True)]
-                rows.append(
-                    {
-                        "variant": variant.name,
-                        "step_ms": 1000 * statistics.median(per_variant[variant.name]),
-                        "ratio": statistics.median(ratios),
-                        "ratio_min": min(ratios),
-                        "ratio_max": max(ratios),
-                    }
-                )
-            results[model_name] = rows
-            _print_table(model_name, args, rows)
+    for model_name in args.models.split(","):
+        per_variant: dict[str, list[float]] = {v.name: [] for v in variants}
+        for _ in range(args.repeats):
+            order = list(variants)
+            rng.shuffle(order)
+            for variant in order:
+                with tempfile.TemporaryDirectory() as tmp:
+                    seconds = _time_steps(model_name, variant, args.steps, args.warmup, tmp)
+                per_variant[variant.name].append(seconds)
+        base = per_variant[variants[0].name]
+        rows = []
+        for variant in variants:
+            ratios = [t / b for t, b in zip(per_variant[variant.name], base, strict=True)]
+            rows.append(
+                {
+                    "variant": variant.name,
+                    "step_ms": 1000 * statistics.median(per_variant[variant.name]),
+                    "ratio": statistics.median(ratios),
+                    "ratio_min": min(ratios),
+                    "ratio_max": max(ratios),
+                }
+            )
+        results[model_name] = rows
+        _print_table(model_name, args, rows)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -32,6 +32,7 @@ from tracker.config import Settings
 from tracker.errors import InvalidArgumentError, StoreError, TrackerError
 from tracker.names import check_name
 from tracker.store import Store
+from tracker.store.compact import compact_after_finish
 from tracker.version import __version__
 from tracker.writer import Writer, WriterConfig
 
@@ -126,8 +127,10 @@ class Run:
         config: dict[str, Any],
         tags: Sequence[str],
         writer_config: WriterConfig | None = None,
+        compact: bool = True,
     ) -> None:
         self._store = store
+        self._compact = compact
         self.rank, world = _process_group()
         self.id = _shared_run_id(self.rank, world)
         # Under DDP every rank records its own tensors (segments by rank); rank 0 owns the run
@@ -181,6 +184,7 @@ class Run:
         snapshot_max_elements: int = 65536,
         snapshot_dtype: SnapshotDtype = None,
         max_calls: int = 8,
+        histogram_max_elements: int = 1 << 20,
         prefix: str = "",
         scaler: Any = None,
         probe: Any = None,
@@ -211,6 +215,7 @@ class Run:
             snapshot_max_elements=snapshot_max_elements,
             snapshot_dtype=snapshot_dtype,
             max_calls=max_calls,
+            histogram_max_elements=histogram_max_elements,
         )
         with self._lock:
             for existing in self._watches:
@@ -338,6 +343,9 @@ class Run:
         except Exception as exc:
             log.warning("tracker: could not mark run %s %s: %s", self.id, status, exc)
         finally:
+            # Rank 0's files are the ones readers use; `tracker compact` does the other ranks.
+            if complete and self._compact and self.owner:  # never raises
+                compact_after_finish(self._store, self.id, self.rank)
             self._store.close()
         _live_runs.discard(self)
 
@@ -411,8 +419,12 @@ def init(
     *,
     database_url: str | None = None,
     writer: WriterConfig | None = None,
+    compact: bool = True,
 ) -> Run:
     """Start a run in ``store`` (default $TRACKER_STORE or ./tracker-data) and return it.
+
+    ``compact``: at finish(), merge the run's segments into one stats file and per-epoch
+    snapshot files (fast reads of long runs; see `tracker compact`).
 
     >>> with tracker.init(project="digits", name="relu-lr0.1", config={"lr": 0.1}) as run:
     ...     run.watch(model)
@@ -430,7 +442,7 @@ def init(
     opened = Store.open(store, database_url)
     if not opened.writable:
         raise StoreError(f"the store folder {opened.root} is not writable")
-    return Run(opened, project, name, _jsonable(config or {}), tags, writer)
+    return Run(opened, project, name, _jsonable(config or {}), tags, writer, compact)
 
 
 # Runs still open at interpreter exit are finished (or failed, after an uncaught exception).

@@ -209,7 +209,9 @@ class Engine:
         batch = StatsBatch()
         for entry in entries:
             batch.add(entry.tensor, entry.kind if entry.quantity == "activation" else None)
-        hists = _histograms([e.tensor for e in entries]) if capture.histograms else None
+        hists = None
+        if capture.histograms:
+            hists = _histograms([e.tensor for e in entries], capture.histogram_max_elements)
         snaps = None
         if capture.snapshots:
             snaps = [
@@ -269,12 +271,15 @@ def _unscale(capture: WatchCapture, entries: list[TensorEntry], metrics: dict[st
                 entry.tensor = entry.tensor.float() / scale
 
 
-def _histograms(tensors: list[Tensor]) -> list[np.ndarray]:
+def _histograms(tensors: list[Tensor], max_elements: int | None) -> list[np.ndarray]:
     """Binade histograms of many tensors with one host transfer per device."""
     by_device: dict[torch.device, list[int]] = {}
     counts: list[Tensor] = []
     for i, t in enumerate(tensors):
-        counts.append(binade_histogram(t) if t.numel() else torch.zeros(512, dtype=torch.int64))
+        if t.numel():
+            counts.append(binade_histogram(t, max_elements))
+        else:
+            counts.append(torch.zeros(512, dtype=torch.int64))
         by_device.setdefault(counts[-1].device, []).append(i)
     result: list[np.ndarray] = [np.empty(0)] * len(tensors)
     for indices in by_device.values():

@@ -21,13 +21,34 @@ N_BINS: Final = 512
 _EXPONENT_BIAS: Final = 127
 
 
-def binade_histogram(tensor: Tensor) -> Tensor:
-    """Count the elements of ``tensor`` per binade bin; returns an int64 (512,) on its device."""
+def sample_stride(numel: int, max_elements: int | None) -> int:
+    """1 to count every element; else an odd stride leaving at most ``max_elements``.
+
+    Odd, so that with power-of-two row lengths the sample still visits every column.
+    """
+    if max_elements is None or numel <= max_elements:
+        return 1
+    stride = -(-numel // max_elements)
+    return stride if stride % 2 else stride + 1
+
+
+def binade_histogram(tensor: Tensor, max_elements: int | None = None) -> Tensor:
+    """Count the elements of ``tensor`` per binade bin; returns an int64 (512,) on its device.
+
+    Tensors over ``max_elements`` are binned on an evenly strided sample and the counts scaled
+    up, so they estimate the full tensor's (exact zero/NaN/Inf counts are in the stats).
+    """
     x = tensor.detach()
     if x.dtype != torch.float32:
         x = x.float()
-    bits = x.reshape(-1).view(torch.int32)
-    return torch.bincount((bits >> 23) & (N_BINS - 1), minlength=N_BINS)
+    flat = x.reshape(-1)
+    stride = sample_stride(flat.numel(), max_elements)
+    if stride > 1:
+        flat = flat[::stride].contiguous()
+    bins = flat.view(torch.int32) >> 23  # a new tensor, so the mask can work in place
+    bins.bitwise_and_(N_BINS - 1)
+    counts = torch.bincount(bins, minlength=N_BINS)
+    return counts * stride if stride > 1 else counts
 
 
 def reference_histogram(values: np.ndarray) -> np.ndarray:

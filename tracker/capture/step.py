@@ -52,6 +52,7 @@ class WatchCapture:
     skipped_calls: int = 0
     # torch.amp.GradScaler: the loss scale backward used, and the scale after scaler.update().
     # Activation gradients are divided by the first; a smaller second means the step overflowed.
+    histogram_max_elements: int | None = None
     grad_scale: Tensor | None = None
     scale_after: Tensor | None = None
     # CUDA: an event per device on the training stream when the step closed (device.py).

@@ -170,6 +170,7 @@ class Watch:
             snapshot_max_elements=policy.snapshot_max_elements,
             snapshot_dtype=policy.torch_snapshot_dtype(),
             skipped_calls=skipped,
+            histogram_max_elements=policy.histogram_max_elements,
         )
         if self._scaler is not None:
             capture.grad_scale = step_scale
