@@ -7,6 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 import tracker
+from tracker.catalog.db import HEAD_REVISION
 from tracker.cli import main
 
 
@@ -34,4 +35,82 @@ def test_runs_and_db_upgrade(tmp_path: Path, demo_store: Path) -> None:
     empty = CliRunner().invoke(main, ["runs", "--store", str(tmp_path / "empty")])
     assert "no runs" in empty.output
     up = CliRunner().invoke(main, ["db", "upgrade", "--store", str(tmp_path / "new")])
-    assert up.exit_code == 0 and "revision 0001" in up.output
+    assert up.exit_code == 0 and f"revision {HEAD_REVISION}" in up.output
+
+
+def _synthetic_store(root: Path, run_id: str = "00000000000000c1") -> str:
+    from tests import synthetic
+    from tracker.store import Store
+
+    with Store.open(root) as store:
+        synthetic.create_run(store, run_id)
+        synthetic.write_steps(store, run_id, range(30))
+        store.catalog.set_status(run_id, "finished", ended=True)
+    return run_id
+
+
+def test_compact_du_and_retain(tmp_path: Path) -> None:
+    from tracker.store import Store
+
+    root = tmp_path / "s"
+    run_id = _synthetic_store(root)
+    du = CliRunner().invoke(main, ["du", "--store", str(root)])
+    assert du.exit_code == 0 and run_id in du.output and "segments" in du.output, du.output
+    out = CliRunner().invoke(main, ["compact", run_id, "--store", str(root)])
+    assert out.exit_code == 0 and "5 files" in out.output and "-> 2 files" in out.output
+    again = CliRunner().invoke(main, ["compact", "--store", str(root)])
+    assert "nothing to do" in again.output
+    assert "compacted" in CliRunner().invoke(main, ["du", run_id, "--store", str(root)]).output
+    dry = CliRunner().invoke(
+        main,
+        [
+            "retain",
+            "--snapshots-every",
+            "4",
+            "--older-than",
+            "0",
+            "--dry-run",
+            "--store",
+            str(root),
+        ],
+    )
+    assert dry.exit_code == 0 and "would drop" in dry.output, dry.output
+    recent = CliRunner().invoke(
+        main, ["retain", "--snapshots-every", "4", "--older-than", "7", "--store", str(root)]
+    )
+    assert "no runs ended more than 7 days ago" in recent.output
+    done = CliRunner().invoke(
+        main, ["retain", "--snapshots-every", "4", "--older-than", "0", "--store", str(root)]
+    )
+    assert done.exit_code == 0 and "snapshots dropped" in done.output, done.output
+    with tracker.open_run(run_id, store=root) as r:
+        assert r.steps("fc", "weight").tolist() == [0, 4, 8, 12, 16, 20, 24, 28]
+        assert r.stats("fc", "weight")[0].tolist() == list(range(30))
+    with Store.open(root) as store:
+        assert sorted(s.kind for s in store.catalog.segments(run_id)) == ["snapshots", "stats"]
+
+
+def test_doctor_dry_run_then_repair(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    run_id = _synthetic_store(root)
+    tmp = root / "runs" / run_id / "rank0" / "x.h5.tmp"
+    tmp.write_bytes(b"half")
+    dry = CliRunner().invoke(main, ["doctor", "--dry-run", "--store", str(root)])
+    assert dry.exit_code == 1 and "would: delete" in dry.output and tmp.exists()
+    fix = CliRunner().invoke(main, ["doctor", "--store", str(root)])
+    assert fix.exit_code == 0 and "done: delete" in fix.output and not tmp.exists()
+    clean = CliRunner().invoke(main, ["doctor", "--store", str(root)])
+    assert clean.exit_code == 0 and "no problems found" in clean.output
+
+
+def test_rm_asks_then_deletes_files_and_rows(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    run_id = _synthetic_store(root)
+    kept = CliRunner().invoke(main, ["rm", run_id, "--store", str(root)], input="n\n")
+    assert "kept" in kept.output and (root / "runs" / run_id).exists()
+    gone = CliRunner().invoke(main, ["rm", run_id, "--store", str(root)], input="y\n")
+    assert gone.exit_code == 0 and "deleted run" in gone.output, gone.output
+    assert not (root / "runs" / run_id).exists()
+    assert tracker.list_runs(store=root) == []
+    missing = CliRunner().invoke(main, ["rm", run_id, "--yes", "--store", str(root)])
+    assert missing.exit_code != 0 and "no run with id or name" in str(missing.exception)

@@ -17,6 +17,7 @@ from tracker.capture.step import Summary
 from tracker.errors import SchemaVersionError, StoreError
 from tracker.names import STAT_NAMES
 from tracker.store import segment as seg
+from tracker.store.codecs import COMPRESSIONS
 
 
 def _summary(layer: str, quantity: str, part: str, call: int, tensor: torch.Tensor) -> Summary:
@@ -69,6 +70,7 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_no_object_or_pickled_data(tmp_path: Path) -> None:
     b = seg.SegmentBuilder("abcdef0123456789")
     b.add(0, [_summary("l", "weight", "weight", 0, torch.randn(2, 2))])
+    b.batch = seg.Batch([("loss", 0, 0.5, 1, 2.0)], {1: (0, 0)}, {"l": {"output": [2]}})
     with _write(tmp_path / "s.h5", b) as f:
         kinds = []
         f.visititems(
@@ -103,12 +105,29 @@ def test_newer_schema_is_refused_with_a_clear_error(tmp_path: Path) -> None:
         lambda s: s not in (".", "..") and "\x00" not in s
     ),
     shape=st.lists(st.integers(1, 5), min_size=0, max_size=4),
-    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]),
+    dtype=st.sampled_from(
+        [
+            torch.float32,
+            torch.float16,
+            torch.bfloat16,
+            torch.float64,
+            torch.int8,
+            torch.uint8,
+            torch.int32,
+            torch.int64,
+        ]
+    ),
+    compression=st.sampled_from(COMPRESSIONS),
 )
 def test_property_names_shapes_dtypes_round_trip(
-    tmp_path: Path, name: str, shape: list[int], dtype: torch.dtype
+    tmp_path: Path, name: str, shape: list[int], dtype: torch.dtype, compression: str
 ) -> None:
-    t = torch.randn(shape).to(dtype)
+    if dtype.is_floating_point:
+        t = torch.randn(shape).to(dtype)
+    else:  # the dtype's whole range, extremes included
+        info = torch.iinfo(dtype)
+        t = torch.randint(info.min, info.max, shape, dtype=torch.int64).to(dtype)
+        t.view(-1)[:1] = info.max
     b = seg.SegmentBuilder("abcdef0123456789")
     b.add(
         7,
@@ -126,10 +145,71 @@ def test_property_names_shapes_dtypes_round_trip(
         ],
     )
     path = tmp_path / "p.h5"
-    with _write(path, b) as f:
+    seg.write_segment(str(path), b, "test", compression=compression)
+    with h5py.File(path, "r") as f:
         assert list(seg.series_keys(f)) == [(name, "weight", name)]
         data, meta = seg.read_snapshot(f, (name, "weight", name), 7, 0)
     want = t.float().numpy() if dtype == torch.bfloat16 else t.numpy()
+    assert data.dtype == want.dtype
     np.testing.assert_array_equal(data, want)
+    assert meta["dtype"] == str(dtype).removeprefix("torch.")
     assert meta["full_shape"] == shape
     path.unlink()
+
+
+def test_the_batch_of_metrics_and_epochs_rides_along(tmp_path: Path) -> None:
+    b = seg.SegmentBuilder("abcdef0123456789")
+    b.add(4, [_summary("fc", "weight", "weight", 0, torch.randn(2))])
+    b.batch = seg.Batch(
+        [
+            ("loss", 4, 0.25, 0, 10.0),
+            ("loss", 5, float("nan"), None, 11.0),
+            ("a/b", 4, -1.0, 0, 9.5),
+        ],
+        {0: (0, 5)},
+        {"fc": {"output": [8, 2]}},
+    )
+    seg.write_segment(str(tmp_path / "s.h5"), b, "test", segment_id="f" * 32)
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert seg.content(f) == seg.SEGMENT and f.attrs["segment_id"] == "f" * 32
+        got = seg.read_batch(f)
+    assert sorted(map(repr, got.metrics)) == sorted(map(repr, b.batch.metrics))  # nan == nan
+    assert got.epochs == {0: (0, 5)} and got.shapes == {"fc": {"output": [8, 2]}}
+
+
+def test_schema_1_files_still_read(tmp_path: Path) -> None:
+    b = seg.SegmentBuilder("abcdef0123456789")
+    b.add(2, [_summary("fc", "weight", "weight", 0, torch.ones(3))])
+    with _write(tmp_path / "s.h5", b) as f:
+        pass
+    with h5py.File(tmp_path / "s.h5", "r+") as f:  # what tracker 0.1 wrote: no content, no batch
+        f.attrs["schema_version"] = 1
+        del f.attrs["content"], f.attrs["segment_id"], f.attrs["layer_shapes"]
+        g = f["series/fc/weight/weight"]  # and snapshot metadata in attributes
+        del g["snapshot_index"], g["snapshot_info"], g.attrs["snapshot_dtypes"]
+        g["snapshots/2.0"].attrs.update({"dtype": "float32", "full_shape": [3], "flags": 3})
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        seg.check_header(f)
+        assert seg.content(f) == seg.SEGMENT and seg.read_batch(f).metrics == []
+        assert seg.read_stats(f, ("fc", "weight", "weight"))[0].tolist() == [[2, 0, 3]]
+        assert seg.snapshot_entries(f, ("fc", "weight", "weight")).tolist() == [[2, 0, 3]]
+        data, meta = seg.read_snapshot(f, ("fc", "weight", "weight"), 2, 0)
+        assert data.tolist() == [1.0, 1.0, 1.0]
+        assert meta == {"dtype": "float32", "full_shape": [3], "flags": 3}
+
+
+def test_unknown_content_is_refused(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.attrs.update({"format": seg.FORMAT, "schema_version": 2, "content": "videos"})
+    with h5py.File(tmp_path / "x.h5", "r") as f, pytest.raises(StoreError, match="content"):
+        seg.check_header(f)
+
+
+def test_a_step_logged_twice_keeps_its_first_snapshot(tmp_path: Path) -> None:
+    b = seg.SegmentBuilder("abcdef0123456789")
+    b.add(3, [_summary("fc", "weight", "weight", 0, torch.zeros(2))])
+    b.add(3, [_summary("fc", "weight", "weight", 0, torch.ones(2))])  # log(step=3) again
+    with _write(tmp_path / "s.h5", b) as f:
+        key = ("fc", "weight", "weight")
+        assert seg.read_stats(f, key)[0].tolist() == [[3, 0, 3], [3, 0, 3]]
+        assert seg.read_snapshot(f, key, 3, 0)[0].tolist() == [0.0, 0.0]

@@ -9,8 +9,11 @@ import pytest
 
 from tracker.capture.engine import StepRecord
 from tracker.capture.step import Summary
+from tracker.errors import InvalidArgumentError
 from tracker.names import STAT_NAMES
 from tracker.store import Store
+from tracker.store import segment as seg
+from tracker.store.locks import markers
 from tracker.writer import Writer, WriterConfig
 
 RUN = "00000000000000b1"
@@ -37,7 +40,7 @@ def writer_store(any_store: Store) -> Store:
     return any_store
 
 
-def _writer(store: Store, problems: list, **config: float) -> Writer:
+def _writer(store: Store, problems: list, **config: object) -> Writer:
     return Writer(
         store,
         RUN,
@@ -94,6 +97,14 @@ def test_catalog_failure_keeps_metrics_for_the_next_commit(
     assert [m.step for m in writer_store.catalog.metric(RUN, "loss")] == list(range(10))
     assert problems and "database restarting" in str(problems[0][1])
     assert w.counters["unregistered_segments"] == 1  # its file stays on disk for recovery
+    assert len(writer_store.catalog.segments(RUN)) == 1
+    # The lock file stays too, so the next open of the store registers the lost segment.
+    assert [m.run_id for m in markers(writer_store.root)] == [RUN]
+    monkeypatch.undo()
+    with Store(writer_store.root, writer_store.catalog.url) as reopened:
+        segments = reopened.catalog.segments(RUN)
+        assert [(s.step_min, s.step_max) for s in segments] == [(0, 4), (5, 9)]
+        assert markers(reopened.root) == []
 
 
 def test_over_budget_queue_sheds_snapshots_then_summaries_never_metrics(
@@ -108,3 +119,63 @@ def test_over_budget_queue_sheds_snapshots_then_summaries_never_metrics(
     assert w.close(timeout=10)
     assert w.counters["dropped_snapshots"] == 1 and w.counters["dropped_summaries"] == 1
     assert len(writer_store.catalog.metric(RUN, "loss")) == 1
+
+
+def test_segments_roll_by_bytes(writer_store: Store) -> None:
+    from tracker.capture.snapshot import Snapshot
+
+    w = _writer(
+        writer_store, [], steps_per_segment=1000, flush_seconds=3600, max_segment_bytes=10_000
+    )
+    for step in range(6):
+        record = _record(step)
+        record.summaries[0].snapshot = Snapshot(np.full(1000, step, np.float32), "float32", (1000,))
+        w.put(record)  # 4,000 bytes of snapshot per step: a segment every 3 steps
+    assert w.close(timeout=10)
+    segments = writer_store.catalog.segments(RUN)
+    assert [(s.step_min, s.step_max) for s in segments] == [(0, 2), (3, 5)]
+
+
+def test_the_writer_holds_the_run_lock_until_it_closes(writer_store: Store) -> None:
+    w = _writer(writer_store, [], steps_per_segment=2, flush_seconds=3600)
+    w.put(_record(0))
+    assert not writer_store.lock(RUN, 0, "compaction").acquire()
+    assert w.close(timeout=10)
+    assert markers(writer_store.root) == []  # closed cleanly: nothing to recover
+    assert writer_store.lock(RUN, 0, "compaction").acquire()
+
+
+def test_segment_files_carry_the_batch_they_were_committed_with(writer_store: Store) -> None:
+    w = _writer(writer_store, [], steps_per_segment=5, flush_seconds=3600)
+    for step in range(5):
+        w.put(_record(step))
+    assert w.close(timeout=10)
+    (segment,) = writer_store.catalog.segments(RUN)
+    with writer_store.files.open(segment.path) as f:
+        batch = seg.read_batch(f)
+    stored = {(m.step, m.value) for m in writer_store.catalog.metric(RUN, "loss")}
+    assert {(step, value) for _, step, value, _, _ in batch.metrics} == stored
+    assert batch.epochs == {0: (0, 4)} and batch.shapes == {"fc": {"output": [2, 3]}}
+
+
+@pytest.mark.parametrize("compression", ["blosc-lz4", "zstd"])
+def test_compressed_segments_read_back_bit_exact(writer_store: Store, compression: str) -> None:
+    from tracker.capture.snapshot import Snapshot
+
+    data = np.maximum(np.random.default_rng(0).standard_normal(5000), 0).astype(np.float16)
+    w = _writer(writer_store, [], steps_per_segment=5, flush_seconds=3600, compression=compression)
+    record = _record(0)
+    record.summaries[0].snapshot = Snapshot(data, "float16", (5000,))
+    w.put(record)
+    assert w.close(timeout=10)
+    (segment,) = writer_store.catalog.segments(RUN)
+    with writer_store.files.open(segment.path) as f:
+        stored = f["series/fc/weight/weight/snapshots/0.0"]
+        assert stored.id.get_storage_size() < data.nbytes  # it did compress
+        got, _ = seg.read_snapshot(f, ("fc", "weight", "weight"), 0, 0)
+    assert got.dtype == np.float16 and got.tobytes() == data.tobytes()
+
+
+def test_an_unknown_compression_is_refused(writer_store: Store) -> None:
+    with pytest.raises(InvalidArgumentError, match="blosc-lz4"):
+        _writer(writer_store, [], compression="gzip")

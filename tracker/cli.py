@@ -1,13 +1,16 @@
-"""The ``tracker`` command line: demo, ui, runs, db upgrade."""
+"""The ``tracker`` command line: demo, ui, runs, db upgrade; store care: doctor, compact, rm, du,
+retain."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import click
 
-from tracker.config import resolve_store_path
+from tracker.config import Settings, resolve_store_path
 from tracker.errors import TrackerError
+from tracker.store import Store
 
 STORE_HELP = "store folder (default: $TRACKER_STORE or ./tracker-data)"
 
@@ -97,10 +100,179 @@ def db() -> None:
 def db_upgrade(store: str | None, database_url: str | None) -> None:
     """Create or migrate the catalog schema to the newest revision."""
     from tracker.catalog.db import HEAD_REVISION
-    from tracker.store import Store
 
     with Store.open(store, database_url) as opened:
         click.echo(f"catalog at revision {HEAD_REVISION} ({opened.catalog.dialect})")
+
+
+# -- store care -----------------------------------------------------------------------------------
+
+
+def _size(nbytes: int) -> str:
+    """Bytes in binary units, e.g. '1.5 MiB'."""
+    size = float(nbytes)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _run_ids(opened: Store, runs: Sequence[str], project: str | None) -> list[str]:
+    """Run ids for names or ids given on the command line (all runs if none)."""
+    from tracker.reader import find_run
+
+    if runs:
+        return [find_run(opened, r, project).id for r in runs]
+    return [run.id for run, _ in opened.catalog.runs(project=project)]
+
+
+@main.command()
+@click.option("--store", default=None, help=STORE_HELP)
+@click.option("--dry-run", is_flag=True, help="only report what would be repaired")
+@click.option(
+    "--checksums/--no-checksums",
+    default=True,
+    show_default=True,
+    help="verify every file's checksum (reads every byte)",
+)
+@click.option(
+    "--delete-orphans", is_flag=True, help="delete files of runs that are not in the catalog"
+)
+def doctor(store: str | None, dry_run: bool, checksums: bool, delete_orphans: bool) -> None:
+    """Check the store's files against its catalog and repair what can be repaired.
+
+    Exits with 1 if a problem is left (in a dry run: if any was found).
+    """
+    from tracker.store.doctor import diagnose
+
+    root = resolve_store_path(store)
+    url = Settings.from_env().database_url
+    with Store(root, url, recover=False) as opened:  # recovery on open would repair already
+        findings = diagnose(
+            opened, repair_now=not dry_run, checksums=checksums, delete_orphans=delete_orphans
+        )
+    for finding in findings:
+        click.echo(str(finding))
+    left = [f for f in findings if f.serious and not f.done]
+    if not findings:
+        click.echo(f"{root}: no problems found")
+    elif dry_run:
+        click.echo(f"{len(left)} problem(s) found; run without --dry-run to repair them")
+    else:
+        click.echo(f"{len(findings) - len(left)} repaired, {len(left)} left")
+    if left:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("runs", nargs=-1)
+@click.option("--store", default=None, help=STORE_HELP)
+@click.option("--project", default=None, help="only runs of this project")
+def compact(runs: tuple[str, ...], store: str | None, project: str | None) -> None:
+    """Merge runs' segments (default: every run's) into one stats file and per-epoch snapshot
+    files, for fast reads; runs being written are skipped."""
+    from tracker.store.compact import compact_run
+    from tracker.store.errors import RunBusyError
+
+    with Store.open(store) as opened:
+        for run_id in _run_ids(opened, runs, project):
+            try:
+                click.echo(str(compact_run(opened, run_id)))
+            except RunBusyError as exc:
+                if runs:
+                    raise
+                click.echo(f"{run_id}: skipped: {exc}")
+
+
+@main.command("rm")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--store", default=None, help=STORE_HELP)
+@click.option("--project", default=None, help="the project of runs given by name")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+def rm(runs: tuple[str, ...], store: str | None, project: str | None, yes: bool) -> None:
+    """Delete runs (by id or name): their files and catalog rows."""
+    from tracker.reader import find_run
+    from tracker.store.delete import delete_run
+    from tracker.store.usage import run_usage
+
+    with Store.open(store) as opened:
+        for info in [find_run(opened, r, project) for r in runs]:
+            used = run_usage(opened, info.id).on_disk
+            what = f"run {info.id} ({info.project}/{info.name}, {used.files} files, "
+            what += f"{_size(used.bytes)})"
+            if not yes and not click.confirm(f"Delete {what}?"):
+                click.echo(f"kept {info.id}")
+                continue
+            delete_run(opened, info.id)
+            click.echo(f"deleted {what}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1)
+@click.option("--store", default=None, help=STORE_HELP)
+@click.option("--project", default=None, help="only runs of this project")
+def du(runs: tuple[str, ...], store: str | None, project: str | None) -> None:
+    """Disk used by runs (default: every run), by kind of file."""
+    from tracker.store.usage import run_usage
+
+    total = 0
+    with Store.open(store) as opened:
+        ids = _run_ids(opened, runs, project)
+        click.echo(f"{'run':16s}  {'files':>5s}  {'on disk':>10s}  {'snapshots':>10s}  state")
+        for run_id in ids:
+            u = run_usage(opened, run_id)
+            total += u.on_disk.bytes
+            snaps = u.by_kind.get("snapshots")
+            state = "compacted" if u.compacted else "segments"
+            if u.superseded.files:
+                state += f", {u.superseded.files} superseded"
+            click.echo(
+                f"{run_id:16s}  {u.on_disk.files:5d}  {_size(u.on_disk.bytes):>10s}  "
+                f"{_size(snaps.bytes) if snaps else '-':>10s}  {state}"
+            )
+    click.echo(f"{len(ids)} run(s), {_size(total)}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1)
+@click.option(
+    "--snapshots-every",
+    type=click.IntRange(min=1),
+    required=True,
+    help="keep snapshots of steps that are multiples of this",
+)
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="only runs that ended more than this many days ago",
+)
+@click.option("--store", default=None, help=STORE_HELP)
+@click.option("--project", default=None, help="only runs of this project")
+@click.option("--dry-run", is_flag=True, help="only count what would be removed")
+def retain(
+    runs: tuple[str, ...],
+    snapshots_every: int,
+    older_than: float,
+    store: str | None,
+    project: str | None,
+    dry_run: bool,
+) -> None:
+    """Thin old runs' snapshots to every Nth step; stats and histograms are never touched."""
+    from tracker.store.compact import compact_run, count_droppable, retention_candidates
+
+    with Store.open(store) as opened:
+        old = set(retention_candidates(opened, older_than))
+        chosen = [r for r in _run_ids(opened, runs, project) if r in old]
+        for run_id in chosen:
+            if dry_run:
+                n = count_droppable(opened, run_id, snapshots_every)
+                click.echo(f"{run_id}: would drop {n} snapshots")
+            else:
+                click.echo(str(compact_run(opened, run_id, snapshot_every=snapshots_every)))
+        if not chosen:
+            click.echo(f"no runs ended more than {older_than:g} days ago")
 
 
 def run() -> None:

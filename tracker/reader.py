@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import h5py
 import numpy as np
@@ -27,9 +29,32 @@ from tracker.names import (
 )
 from tracker.store import Store
 from tracker.store import segment as seg
+from tracker.store.errors import SegmentMissingError
 
 _RUN_ID = re.compile(r"^[0-9a-f]{8,32}$")
 _OPEN_FILES = 16  # per reader: enough for a page of plots without exhausting file handles
+# Files that hold stats and histograms, and files that hold snapshots (compaction splits them).
+_STATS_KINDS = (seg.SEGMENT, seg.STATS)
+_SNAPSHOT_KINDS = (seg.SEGMENT, seg.SNAPSHOTS)
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _reread_if_compacted(method: _Method) -> _Method:
+    """Retry a read once with fresh catalog rows if a registered file vanished meanwhile.
+
+    Compaction deletes the files it replaced right after swapping them out in the catalog; a
+    reader that listed them before can find one gone. Files it already has open keep working.
+    """
+
+    @functools.wraps(method)
+    def reading(self: RunReader, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except SegmentMissingError:
+            self._segments = self._snapshot_segments = None
+            return method(self, *args, **kwargs)
+
+    return cast(_Method, reading)
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,7 @@ class RunReader:
         self._files: OrderedDict[str, h5py.File] = OrderedDict()
         self._layers: dict[str, Layer] | None = None
         self._segments: list[Segment] | None = None
+        self._snapshot_segments: list[Segment] | None = None
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -122,6 +148,7 @@ class RunReader:
         """Forget cached layers and segments, to see what a running job wrote since."""
         self._layers = None
         self._segments = None
+        self._snapshot_segments = None
         row = self._store.catalog.get_run(self.id)
         if row is not None:
             self.info = RunInfo.from_row(row, self.info.project)
@@ -191,9 +218,25 @@ class RunReader:
     # -- segments -------------------------------------------------------------------------
 
     def _segment_rows(self) -> list[Segment]:
+        """Files with stats and histograms, in reading order."""
         if self._segments is None:
-            self._segments = self._store.catalog.segments(self.id, rank=0)
+            self._segments = self._store.catalog.segments(self.id, rank=0, kinds=_STATS_KINDS)
         return self._segments
+
+    def _snapshot_rows(self) -> list[Segment]:
+        """Files with snapshots, in reading order."""
+        if self._snapshot_segments is None:
+            self._snapshot_segments = self._store.catalog.segments(
+                self.id, rank=0, kinds=_SNAPSHOT_KINDS
+            )
+        return self._snapshot_segments
+
+    def _compacted_file(self) -> h5py.File | None:
+        """The run's stats file, when it is the only file with stats (a compacted run)."""
+        rows = self._segment_rows()
+        if len(rows) == 1 and rows[0].kind == seg.STATS:
+            return self._open(rows[0].path)
+        return None
 
     def _open(self, relpath: str) -> h5py.File:
         f = self._files.get(relpath)
@@ -209,6 +252,7 @@ class RunReader:
 
     # -- stats ------------------------------------------------------------------------------
 
+    @_reread_if_compacted
     def stats(
         self,
         layer: str,
@@ -224,6 +268,11 @@ class RunReader:
         """
         call = _check_call(call)
         key = (layer, quantity, self._part(layer, quantity, param))
+        compacted = self._compacted_file()
+        if compacted is not None and call is None and not probe:
+            default = seg.read_default_stats(compacted, key)
+            if default is not None:  # precomputed _select_rows(index, None), see compacted.py
+                return default[0], np.ascontiguousarray(default[1])
         indexes, rows_parts = [], []
         for segment in self._segment_rows():
             found = seg.read_stats(self._open(segment.path), key)
@@ -236,6 +285,7 @@ class RunReader:
         chosen = _select_rows(index, call, probe)
         return index[chosen, 0], np.concatenate(rows_parts)[chosen]
 
+    @_reread_if_compacted
     def series(
         self,
         layer: str,
@@ -247,9 +297,17 @@ class RunReader:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one stat ("mean", "std", "norm", ...) of one tensor over the run."""
         column = check_stat(stat)
+        if _check_call(call) is None and not probe:
+            compacted = self._compacted_file()
+            if compacted is not None:  # one stat of a compacted run: one contiguous read
+                key = (layer, quantity, self._part(layer, quantity, param))
+                default = seg.read_default_stats(compacted, key, column)
+                if default is not None:
+                    return default
         steps, rows = self.stats(layer, quantity, param, call, probe)
         return steps, rows[:, column]
 
+    @_reread_if_compacted
     def latest(self, max_segments: int = 3) -> dict[tuple[str, str, str], tuple[int, np.ndarray]]:
         """Last stats row (training call) of each tensor: {(layer, quantity, part): (step, row)}.
 
@@ -259,8 +317,14 @@ class RunReader:
         for segment in reversed(self._segment_rows()[-max_segments:]):
             f = self._open(segment.path)
             for key in seg.series_keys(f):
+                if key in found:
+                    continue
+                precomputed = seg.stored_latest(f, key)  # compacted stats files keep it
+                if precomputed is not None:
+                    found[key] = precomputed
+                    continue
                 stored = seg.read_stats(f, key)
-                if key in found or stored is None:
+                if stored is None:
                     continue
                 index, stats = stored
                 rows = _select_rows(index, None)
@@ -291,25 +355,26 @@ class RunReader:
     # -- snapshots ----------------------------------------------------------------------------
 
     def _snapshot_calls(
-        self, key: tuple[str, str, str], call: int | None, probe: bool = False
+        self,
+        key: tuple[str, str, str],
+        call: int | None,
+        probe: bool = False,
+        segments: list[Segment] | None = None,
     ) -> dict[int, tuple[Segment, int]]:
-        """{step: (segment, call)} of the snapshots to use for each step."""
+        """{step: (segment, call)} of the snapshots to use for each step (in ``segments`` only,
+        if given; else in every file with snapshots)."""
         chosen: dict[int, tuple[Segment, int]] = {}
-        for segment in self._segment_rows():
+        for segment in self._snapshot_rows() if segments is None else segments:
             f = self._open(segment.path)
-            pairs = seg.snapshot_index(f, key)
-            if not pairs:
+            have = seg.snapshot_entries(f, key)  # (step, call, flags) of each snapshot
+            if not len(have):
                 continue
-            stored = seg.read_stats(f, key)
-            flags = {}
-            if stored is not None:
-                flags = {(int(a), int(b)): int(c) for a, b, c in stored[0]}
-            have = np.asarray([(st, c, flags.get((st, c), 0)) for st, c in pairs], dtype=np.int64)
             for row in _select_rows(have, call, probe):
                 step = int(have[row, 0])
                 chosen.setdefault(step, (segment, int(have[row, 1])))
         return chosen
 
+    @_reread_if_compacted
     def steps(
         self,
         layer: str,
@@ -323,6 +388,7 @@ class RunReader:
         chosen = self._snapshot_calls(key, _check_call(call), probe)
         return np.asarray(sorted(chosen), dtype=np.int64)
 
+    @_reread_if_compacted
     def tensor_with_meta(
         self,
         layer: str,
@@ -335,13 +401,18 @@ class RunReader:
         """The snapshot and its metadata (dtype, full_shape: shape before it was bounded, call)."""
         step = _check_step(step)
         key = (layer, quantity, self._part(layer, quantity, param))
-        chosen = self._snapshot_calls(key, _check_call(call), probe)
+        call = _check_call(call)
+        # Only the files whose step range holds ``step``: an indexed catalog query, so a step of
+        # a 100,000-step run is found as fast as one of a 100-step run.
+        covering = self._store.catalog.segments_at(self.id, 0, step, _SNAPSHOT_KINDS)
+        chosen = self._snapshot_calls(key, call, probe, covering)
         if step in chosen:
             segment, which = chosen[step]
             found = seg.read_snapshot(self._open(segment.path), key, step, which)
             if found is not None:
                 found[1]["call"] = which
                 return found
+        chosen = self._snapshot_calls(key, call, probe)  # every snapshot step, for the message
         raise NotFoundError(
             f"no {quantity} snapshot of {layer!r} at step {step}; snapshot steps: "
             f"{_limit([str(s) for s in sorted(chosen)]) or 'none yet'}"
@@ -361,6 +432,7 @@ class RunReader:
 
     # -- histograms -------------------------------------------------------------------------
 
+    @_reread_if_compacted
     def histograms(
         self,
         layer: str,

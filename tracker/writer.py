@@ -2,8 +2,13 @@
 
 Segments roll by step count, bytes and age, so a run that logs slowly still becomes visible within
 ``flush_seconds``. Each roll writes the file durably first and only then registers it, together with
-the metrics and epochs of its steps, in one catalog transaction (I2). The queue is bounded in bytes:
-when it is full, snapshots are dropped first, then tensor summaries; metrics are kept (I1).
+the metrics and epochs of its steps, in one catalog transaction (I2); the file carries those
+metrics too, so recovery can register it if this process dies in between. The queue is bounded in
+bytes: when it is full, snapshots are dropped first, then tensor summaries; metrics are kept (I1).
+
+The writer holds its run and rank's lock (tracker/store/locks.py) from start to a clean finish, so
+recovery and compaction in other processes leave its files alone while it lives, and a lock file
+left behind tells the next opener of the store that this run needs recovery.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from dataclasses import dataclass
 from tracker.capture.engine import StepRecord
 from tracker.catalog import MetricRow
 from tracker.store import Store
-from tracker.store.segment import SCHEMA_VERSION, SegmentBuilder
+from tracker.store.codecs import SEGMENT_COMPRESSION, check_compression
+from tracker.store.errors import RunBusyError
+from tracker.store.segment import SCHEMA_VERSION, Batch, SegmentBuilder
 
 log = logging.getLogger("tracker")
 
@@ -32,6 +39,9 @@ class WriterConfig:
     max_segment_bytes: int = 64 << 20
     flush_seconds: float = 5.0
     max_queue_bytes: int = 256 << 20
+    # "none": compressing costs the writer thread, which holds the GIL inside h5py, more than it
+    # saves on a local disk (bench/store.py); compaction compresses snapshots after training.
+    compression: str = SEGMENT_COMPRESSION
 
 
 def _record_bytes(record: StepRecord) -> int:
@@ -63,6 +73,7 @@ class Writer:
         self._on_error = on_error
         self._counters = counters
         self.config = config or WriterConfig()
+        check_compression(self.config.compression)
         self.counters: Counter[str] = Counter()
         self._queue: queue.Queue[StepRecord | threading.Event | None] = queue.Queue()
         self._queued_bytes = 0
@@ -72,6 +83,12 @@ class Writer:
         self._epochs: dict[int, tuple[int, int]] = {}
         self._shapes: dict[str, dict[str, list[int]]] = {}
         self._pending_since: float | None = None
+        self._lock = store.lock(run_id, rank, "writer")
+        try:
+            if not self._lock.acquire():
+                raise RunBusyError(f"another live process is writing run {run_id} rank {rank}")
+        except Exception as exc:  # I1: write anyway, only without recovery's protection
+            on_error("locking the run's folder", exc)
         self._thread = threading.Thread(target=self._loop, name="tracker-writer", daemon=True)
         self._thread.start()
 
@@ -117,6 +134,8 @@ class Writer:
                 item = False  # type: ignore[assignment]
             if item is None:
                 self._commit()
+                # A segment that could not be registered stays for recovery: keep the lock file.
+                self._lock.release(finished=not self.counters["unregistered_segments"])
                 return
             if isinstance(item, threading.Event):
                 self._commit()
@@ -125,7 +144,11 @@ class Writer:
             if isinstance(item, StepRecord):
                 with self._bytes_lock:
                     self._queued_bytes -= _record_bytes(item)
-                self._add(item)
+                try:
+                    self._add(item)
+                except Exception as exc:  # I1: one bad record must not stop the writer
+                    self.counters["lost_steps"] += 1
+                    self._on_error("adding a step to a segment", exc)
             if self._due():
                 self._commit()
 
@@ -157,8 +180,13 @@ class Writer:
         builder, self._builder = self._builder, SegmentBuilder(self._run_id, self._rank)
         segment = None
         if len(builder):
+            builder.batch = Batch(
+                [(m.name, m.step, m.value, m.epoch, m.time) for m in self._metrics],
+                dict(self._epochs),
+                {layer: dict(parts) for layer, parts in self._shapes.items()},
+            )
             try:
-                f = self._store.files.put_segment(builder, self._version)
+                f = self._store.files.put_segment(builder, self._version, self.config.compression)
                 segment = {
                     "id": f.id,
                     "rank": self._rank,
@@ -179,8 +207,8 @@ class Writer:
                 self._run_id, segment, self._metrics, self._epochs, self._shapes, self._counters()
             )
         except Exception as exc:
-            # Keep the metrics for the next attempt; the segment file stays on disk and is
-            # found again by recovery (tracker doctor) if registration never succeeds.
+            # Keep the metrics for the next attempt. The segment file stays on disk, with its
+            # batch inside; the lock file this leaves makes the next open of the store register it.
             self._on_error("registering a segment in the catalog", exc)
             if segment is not None:
                 self.counters["unregistered_segments"] += 1

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -17,6 +17,10 @@ from sqlalchemy.orm import Session
 from tracker.catalog import db
 from tracker.catalog.models import Epoch, Layer, Metric, Project, Run, Segment, utcnow
 from tracker.errors import NotFoundError, StoreError
+
+
+class ConflictError(StoreError):
+    """The catalog changed under an operation (another process replaced the same segments)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,10 @@ class MetricRow:
     value: float
     epoch: int | None
     time: float
+
+
+# Files are read in this order; compaction concatenates rows in the same one.
+_READING_ORDER = (Segment.step_min, Segment.created_at, Segment.id)
 
 
 def _nonzero(counters: dict[str, int]) -> dict[str, int]:
@@ -151,8 +159,13 @@ class Catalog:
         epochs: dict[int, tuple[int, int]],
         shapes: dict[str, dict[str, list[int]]],
         counters: dict[str, int],
+        overwrite_metrics: bool = True,
     ) -> None:
-        """Register a durable segment with the metrics and epochs of its steps, atomically."""
+        """Register a durable segment with the metrics and epochs of its steps, atomically.
+
+        ``overwrite_metrics=False`` keeps values already stored (recovery re-registering an old
+        segment must not undo a value logged again later).
+        """
         with self.write() as s:
             run = s.get(Run, run_id)
             if run is None:
@@ -160,7 +173,7 @@ class Catalog:
             if segment is not None:
                 s.add(Segment(run_id=run_id, **segment))
             if metrics:
-                self._upsert_metrics(s, run_id, metrics)
+                self._upsert_metrics(s, run_id, metrics, overwrite_metrics)
             for epoch, (first, last) in epochs.items():
                 row = s.get(Epoch, (run_id, epoch))
                 if row is None:
@@ -193,7 +206,9 @@ class Catalog:
             run.summary = summary
             run.updated_at = utcnow()
 
-    def _upsert_metrics(self, s: Session, run_id: str, metrics: Sequence[MetricRow]) -> None:
+    def _upsert_metrics(
+        self, s: Session, run_id: str, metrics: Sequence[MetricRow], overwrite: bool = True
+    ) -> None:
         rows = [
             {
                 "run_id": run_id,
@@ -214,7 +229,11 @@ class Catalog:
             stmt = postgresql.insert(Metric)
         else:
             for r in rows:
-                s.merge(Metric(**r))
+                if overwrite or s.get(Metric, (r["run_id"], r["name"], r["step"])) is None:
+                    s.merge(Metric(**r))
+            return
+        if not overwrite:
+            s.execute(stmt.on_conflict_do_nothing(index_elements=["run_id", "name", "step"]), rows)
             return
         stmt = stmt.on_conflict_do_update(
             index_elements=["run_id", "name", "step"],
@@ -284,13 +303,115 @@ class Catalog:
                 )
             )
 
-    def segments(self, run_id: str, rank: int | None = None) -> list[Segment]:
-        """Registered segments of a run, by first step."""
+    def segments(
+        self,
+        run_id: str,
+        rank: int | None = None,
+        kinds: Sequence[str] | None = None,
+        superseded: bool = False,
+    ) -> list[Segment]:
+        """Registered files of a run in reading order (first step, then age); only live ones
+        unless ``superseded``; only of ``kinds`` if given."""
         with self.read() as s:
             stmt = select(Segment).where(Segment.run_id == run_id)
             if rank is not None:
                 stmt = stmt.where(Segment.rank == rank)
-            return list(s.scalars(stmt.order_by(Segment.step_min, Segment.created_at)))
+            if kinds is not None:
+                stmt = stmt.where(Segment.kind.in_(list(kinds)))
+            if not superseded:
+                stmt = stmt.where(Segment.superseded_at.is_(None))
+            return list(s.scalars(stmt.order_by(*_READING_ORDER)))
+
+    def segments_at(self, run_id: str, rank: int, step: int, kinds: Sequence[str]) -> list[Segment]:
+        """Live files of ``kinds`` whose step range holds ``step``, in reading order.
+
+        An index range scan (ix_segments_run_rank_steps): as fast at step 100,000 as at 100.
+        """
+        with self.read() as s:
+            stmt = select(Segment).where(
+                Segment.run_id == run_id,
+                Segment.rank == rank,
+                Segment.step_min <= step,
+                Segment.step_max >= step,
+                Segment.kind.in_(list(kinds)),
+                Segment.superseded_at.is_(None),
+            )
+            return list(s.scalars(stmt.order_by(*_READING_ORDER)))
+
+    def ranks(self, run_id: str) -> list[int]:
+        """Ranks that registered files for a run."""
+        with self.read() as s:
+            stmt = select(Segment.rank).where(Segment.run_id == run_id).distinct()
+            return sorted(s.scalars(stmt))
+
+    def segment_runs(self) -> set[str]:
+        """Ids of runs that have registered files."""
+        with self.read() as s:
+            return set(s.scalars(select(Segment.run_id).distinct()))
+
+    def run_ids(self) -> set[str]:
+        """Ids of every run in the catalog."""
+        with self.read() as s:
+            return set(s.scalars(select(Run.id)))
+
+    def swap_segments(
+        self, run_id: str, new: Sequence[dict[str, Any]], old_ids: Sequence[str]
+    ) -> None:
+        """Register ``new`` files and mark ``old_ids`` superseded, in one transaction.
+
+        Raises ConflictError, changing nothing, if any old row is no longer live (another process
+        compacted or repaired the run meanwhile).
+        """
+        wanted = set(old_ids)
+        with self.write() as s:
+            if wanted:
+                stmt = (
+                    update(Segment)
+                    .where(
+                        Segment.run_id == run_id,
+                        Segment.id.in_(list(wanted)),
+                        Segment.superseded_at.is_(None),
+                    )
+                    .values(superseded_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                changed = s.execute(stmt).rowcount  # type: ignore[attr-defined]
+                if changed != len(wanted):
+                    raise ConflictError(
+                        f"run {run_id}: {len(wanted) - changed} of the files being replaced "
+                        "were replaced by another process meanwhile; nothing was changed"
+                    )
+            for row in new:
+                s.add(Segment(run_id=run_id, **row))
+
+    def forget_segments(self, ids: Sequence[str]) -> None:
+        """Delete the rows of files that are gone (superseded and deleted, or lost)."""
+        if not ids:
+            return
+        with self.write() as s:
+            s.execute(delete(Segment).where(Segment.id.in_(list(ids))))
+
+    def mark_crashed(self, run_id: str, reason: str) -> bool:
+        """Mark a run 'crashed' if it is still 'running' (its writer died); True if it was."""
+        with self.write() as s:
+            run = s.get(Run, run_id)
+            if run is None or run.status != "running":
+                return False
+            run.status = "crashed"
+            run.status_reason = reason
+            run.updated_at = utcnow()
+            return True
+
+    def usage(self, run_id: str) -> list[tuple[str, bool, int, int]]:
+        """(kind, superseded, files, bytes) of a run's registered files."""
+        superseded = Segment.superseded_at.is_not(None)
+        with self.read() as s:
+            stmt = (
+                select(Segment.kind, superseded, func.count(), func.sum(Segment.nbytes))
+                .where(Segment.run_id == run_id)
+                .group_by(Segment.kind, superseded)
+            )
+            return [(k, bool(sup), int(n), int(b or 0)) for k, sup, n, b in s.execute(stmt)]
 
     def metric_names(self, run_id: str) -> list[str]:
         with self.read() as s:

@@ -16,9 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from tracker.errors import SchemaVersionError, StoreError
 
 # The newest migration in migrations/versions; a test checks this against Alembic's head.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 # Every revision this code knows, oldest first; an unknown one means a newer tracker wrote it.
-KNOWN_REVISIONS = ("0001",)
+KNOWN_REVISIONS = ("0001", "0002")
 _PG_MIGRATION_LOCK = 0x7472_6163  # pg_advisory_lock key: "trac"
 
 
@@ -38,8 +38,8 @@ def make_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn: Any, record: Any) -> None:
         dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
         cursor.execute("PRAGMA busy_timeout=30000")  # wait for a lock instead of failing
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(
             "PRAGMA synchronous=NORMAL"
@@ -90,10 +90,14 @@ def _migration_lock(engine: Engine, lock_path: Path | None) -> Iterator[None]:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 conn.commit()
         return
-    if lock_path is None:
+    try:
+        fh = open(lock_path, "a+") if lock_path is not None else None  # noqa: SIM115
+    except OSError:  # a read-only store: nothing here can create or migrate it anyway
+        fh = None
+    if fh is None:
         yield
         return
-    with open(lock_path, "a+") as fh:
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -103,19 +107,21 @@ def _migration_lock(engine: Engine, lock_path: Path | None) -> Iterator[None]:
 
 def upgrade(engine: Engine, lock_path: Path | None = None) -> str:
     """Bring the schema to HEAD_REVISION with Alembic; return the revision reached."""
-    from alembic import command
-
-    revision = current_revision(engine)
-    if revision == HEAD_REVISION:
-        return revision
-    if revision is not None and revision not in KNOWN_REVISIONS:
-        raise SchemaVersionError(
-            f"the catalog is at schema revision {revision}, newer than this tracker knows "
-            f"({HEAD_REVISION}); upgrade tracker"
-        )
+    if engine.dialect.name != "sqlite" and current_revision(engine) == HEAD_REVISION:
+        return HEAD_REVISION  # the usual case, without taking the server-wide advisory lock
+    # SQLite: even the check runs under the store's lock file, because a process opening a new
+    # catalog while another creates it and switches it to WAL can get "database is locked".
     with _migration_lock(engine, lock_path):
-        if current_revision(engine) == HEAD_REVISION:  # another process got here first
-            return HEAD_REVISION
+        revision = current_revision(engine)
+        if revision == HEAD_REVISION:
+            return revision  # no need to import Alembic (~0.1 s) at all
+        if revision is not None and revision not in KNOWN_REVISIONS:
+            raise SchemaVersionError(
+                f"the catalog is at schema revision {revision}, newer than this tracker knows "
+                f"({HEAD_REVISION}); upgrade tracker"
+            )
+        from alembic import command
+
         cfg = alembic_config(engine.url.render_as_string(hide_password=False))
         try:
             with engine.begin() as conn:

@@ -111,8 +111,13 @@ class Layer(Base):
 
 
 class Segment(Base):
+    """A registered file of a run: a writer's segment, or a compacted stats or snapshots file."""
+
     __tablename__ = "segments"
-    __table_args__ = (Index("ix_segments_run_steps", "run_id", "step_min"),)
+    # Finding the files that hold a step is a range scan of this index (reader, by step).
+    __table_args__ = (
+        Index("ix_segments_run_rank_steps", "run_id", "rank", "step_min", "step_max"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -125,9 +130,14 @@ class Segment(Base):
     checksum: Mapped[str] = mapped_column(String(64))
     schema_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # segment (as written) | stats | snapshots (compacted); see tracker/store/segment.py.
+    kind: Mapped[str] = mapped_column(String(16), default="segment", server_default="segment")
+    # Set when compaction replaced this file; readers ignore it, its file is deleted after.
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     def __repr__(self) -> str:
-        return f"Segment(run_id={self.run_id!r}, steps={self.step_min}-{self.step_max})"
+        steps = f"{self.step_min}-{self.step_max}"
+        return f"Segment(run_id={self.run_id!r}, kind={self.kind!r}, steps={steps})"
 
 
 class Metric(Base):

@@ -1,9 +1,10 @@
 """The HDF5 segment file: an immutable, self-describing batch of steps of one run and rank.
 
-Layout (``schema_version`` 1; no pickles, only numeric datasets and string attributes, I3)::
+Layout (``schema_version`` 2; no pickles, only numeric datasets and string attributes, I3)::
 
-    /                       attrs: format, schema_version, run_id, rank, step_min, step_max,
-                                   created, stat_names, tracker_version
+    /                       attrs: format, schema_version, content, segment_id, run_id, rank,
+                                   step_min, step_max, created, stat_names, tracker_version,
+                                   layer_shapes (JSON)
     /steps                  int64 (n,)          steps that have tensor data in this file
     /series/<layer>/<quantity>/<part>/          names URL-quoted (I5)
         index               int64 (r, 3)        step, call, flags of each stats row
@@ -12,18 +13,31 @@ Layout (``schema_version`` 1; no pickles, only numeric datasets and string attri
         hist_ptr            int64 (h + 1,)      row i's bins are hist_bins[ptr[i]:ptr[i+1]]
         hist_bins           uint16 (nnz,)       non-empty binade bins (histogram.py)
         hist_counts         int64 (nnz,)
-        snapshots/<step>.<call>                 the tensor slice; attrs dtype, full_shape, flags
+        snapshots/<step>.<call>                 the tensor slice, in its stored dtype
+        snapshot_index      int64 (k, 3)        step, call, flags of each snapshot, sorted
+        snapshot_info       int64 (k, 2 + D)    dtype code, ndim, full shape (before slicing)
+          attrs snapshot_dtypes: comma-separated dtype names the codes index
+    /batch/metrics/<name>/  steps, values, epochs (-1: none), times: the run.log() scalars
+    /batch/epochs           int64 (e, 3)        epoch, first step, last step
 
-Stats are columnar per layer x quantity x part, so a series read is one dataset per file.
-Histograms are stored sparsely: a tensor fills ~60 of the 512 bins, and writing the zeros (or
-compressing them while holding the GIL) would cost training time.
+``content`` is "segment" for what the writer produces. Compaction (compacted.py) writes "stats"
+files (columnar stats and histograms over a whole run) and "snapshots" files (the snapshots of an
+epoch); the read functions here answer the same questions for all three, so the reader does not
+care which it has. Schema 1 files (before content and batch existed) read as segments.
+
+The batch repeats what the catalog transaction that registers the file inserts, so recovery can
+register a file whose writer died between the rename and the commit without losing its metrics.
+Snapshot metadata sits in per-series tables rather than in attributes of each snapshot (schema 1):
+three HDF5 attributes cost more than writing a 256 KiB snapshot (bench/store.py).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 import h5py
 import numpy as np
@@ -33,10 +47,17 @@ from tracker.capture.snapshot import Snapshot, decode_snapshot
 from tracker.capture.step import Summary
 from tracker.errors import SchemaVersionError, StoreError
 from tracker.names import STAT_NAMES, decode, encode
+from tracker.store.codecs import dataset_options
 
 FORMAT = "tracker-segment"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SEGMENT: Final = "segment"  # a batch of steps, as the writer wrote it
+STATS: Final = "stats"  # compacted: stats and histograms of a run
+SNAPSHOTS: Final = "snapshots"  # compacted: snapshots of an epoch
+CONTENTS: Final = (SEGMENT, STATS, SNAPSHOTS)
 SeriesKey = tuple[str, str, str]  # layer, quantity, part
+# One metric value of a batch: name, step, value, epoch (None if not given), time.
+MetricTuple = tuple[str, int, float, int | None, float]
 
 
 @dataclass
@@ -45,7 +66,16 @@ class _SeriesBuffer:
     stats: list[np.ndarray] = field(default_factory=list)
     hist_index: list[tuple[int, int, int]] = field(default_factory=list)
     hists: list[np.ndarray] = field(default_factory=list)
-    snapshots: dict[tuple[int, int, int], Snapshot] = field(default_factory=dict)
+    snapshots: dict[tuple[int, int], tuple[int, Snapshot]] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """The catalog side of a segment: metrics, epochs and layer shapes of its steps."""
+
+    metrics: list[MetricTuple] = field(default_factory=list)
+    epochs: dict[int, tuple[int, int]] = field(default_factory=dict)
+    shapes: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 class SegmentBuilder:
@@ -58,6 +88,7 @@ class SegmentBuilder:
         self.steps: list[int] = []
         self.nbytes = 0
         self.started = time.monotonic()
+        self.batch = Batch()
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -86,28 +117,84 @@ class SegmentBuilder:
                 buf.hist_index.append(key)
                 buf.hists.append(s.histogram)
                 self.nbytes += 24 + 10 * int(np.count_nonzero(s.histogram))
-            if s.snapshot is not None:
-                buf.snapshots[key] = s.snapshot
+            if s.snapshot is not None and (step, s.call) not in buf.snapshots:
+                # A step logged twice keeps its first snapshot (one dataset per step and call).
+                buf.snapshots[(step, s.call)] = (s.flags, s.snapshot)
                 self.nbytes += s.snapshot.data.nbytes
 
 
-def write_segment(path: str, builder: SegmentBuilder, tracker_version: str) -> None:
+# -- writing --------------------------------------------------------------------------------------
+
+
+def root_attrs(
+    content: str,
+    run_id: str,
+    rank: int,
+    step_min: int,
+    step_max: int,
+    segment_id: str,
+    tracker_version: str,
+) -> dict[str, Any]:
+    """The attributes every stored file carries (I3: what it is, whose, which steps)."""
+    return {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "content": content,
+        "segment_id": segment_id,
+        "run_id": run_id,
+        "rank": rank,
+        "step_min": step_min,
+        "step_max": step_max,
+        "created": time.time(),
+        "stat_names": ",".join(STAT_NAMES),
+        "tracker_version": tracker_version,
+    }
+
+
+def put_array(
+    group: h5py.Group, name: str, data: np.ndarray, options: dict[str, Any] | None = None
+) -> h5py.Dataset:
+    """Create dataset ``name`` holding ``data``; uncompressed ones skip h5py's Python layers.
+
+    h5py's create_dataset costs ~45 us per call, HDF5 itself ~18 us; a segment has hundreds of
+    small datasets, so the low-level path is what lets a segment write keep up with raw writes.
+    Names must be ASCII (they are URL-quoted, I5).
+    """
+    data = np.ascontiguousarray(data)
+    if data.ndim == 0 or data.size == 0:
+        return group.create_dataset(name, data=data)
+    if options:
+        return group.create_dataset(name, data=data, chunks=data.shape, **options)
+    tid = h5py.h5t.py_create(data.dtype, logical=True)
+    space = h5py.h5s.create_simple(data.shape)
+    dsid = h5py.h5d.create(group.id, name.encode("ascii"), tid, space)
+    dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
+    return h5py.Dataset(dsid)
+
+
+def write_segment(
+    path: str,
+    builder: SegmentBuilder,
+    tracker_version: str,
+    segment_id: str = "",
+    compression: str = "none",
+) -> None:
     """Write ``builder`` as a complete segment file at ``path`` (the caller makes it durable)."""
+    snapshot_options = dataset_options(compression)
     with h5py.File(path, "w", libver=("v110", "latest")) as f:
         f.attrs.update(
-            {
-                "format": FORMAT,
-                "schema_version": SCHEMA_VERSION,
-                "run_id": builder.run_id,
-                "rank": builder.rank,
-                "step_min": builder.step_min,
-                "step_max": builder.step_max,
-                "created": time.time(),
-                "stat_names": ",".join(STAT_NAMES),
-                "tracker_version": tracker_version,
-            }
+            root_attrs(
+                SEGMENT,
+                builder.run_id,
+                builder.rank,
+                builder.step_min,
+                builder.step_max,
+                segment_id,
+                tracker_version,
+            )
         )
-        f.create_dataset("steps", data=np.asarray(builder.steps, dtype=np.int64))
+        f.attrs["layer_shapes"] = json.dumps(builder.batch.shapes)
+        put_array(f, "steps", np.asarray(builder.steps, dtype=np.int64))
         series = f.create_group("series")
         for (layer, quantity, part), buf in builder.series.items():
             g = (
@@ -115,17 +202,37 @@ def write_segment(path: str, builder: SegmentBuilder, tracker_version: str) -> N
                 .require_group(quantity)
                 .create_group(encode(part))
             )
-            g.create_dataset("index", data=np.asarray(buf.index, dtype=np.int64).reshape(-1, 3))
-            g.create_dataset("stats", data=np.stack(buf.stats).astype(np.float64))
+            put_array(g, "index", np.asarray(buf.index, dtype=np.int64).reshape(-1, 3))
+            put_array(g, "stats", np.stack(buf.stats).astype(np.float64))
             if buf.hists:
                 _write_histograms(g, buf)
             if buf.snapshots:
-                snaps = g.create_group("snapshots")
-                for (step, call, flags), snap in buf.snapshots.items():
-                    d = snaps.create_dataset(f"{step}.{call}", data=snap.data)
-                    d.attrs["dtype"] = snap.dtype
-                    d.attrs["full_shape"] = np.asarray(snap.full_shape, dtype=np.int64)
-                    d.attrs["flags"] = flags
+                entries = [(st, c, flags, snap) for (st, c), (flags, snap) in buf.snapshots.items()]
+                write_snapshots(g, entries, snapshot_options)
+        _write_batch(f, builder.batch)
+
+
+def write_snapshots(
+    group: h5py.Group,
+    entries: list[tuple[int, int, int, Snapshot]],
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Store one series' snapshots (step, call, flags, snapshot): data and metadata tables."""
+    entries = sorted(entries, key=lambda e: (e[0], e[1]))
+    snaps = group.create_group("snapshots")
+    dtypes: list[str] = []
+    ndim = max(len(e[3].full_shape) for e in entries)
+    info = np.zeros((len(entries), 2 + ndim), dtype=np.int64)
+    for i, (step, call, _, snap) in enumerate(entries):
+        put_array(snaps, f"{step}.{call}", snap.data, options)
+        if snap.dtype not in dtypes:
+            dtypes.append(snap.dtype)
+        info[i, :2] = dtypes.index(snap.dtype), len(snap.full_shape)
+        info[i, 2 : 2 + len(snap.full_shape)] = snap.full_shape
+    index = np.asarray([e[:3] for e in entries], dtype=np.int64)
+    put_array(group, "snapshot_index", index)
+    put_array(group, "snapshot_info", info)
+    group.attrs["snapshot_dtypes"] = ",".join(dtypes)
 
 
 def _write_histograms(g: h5py.Group, buf: _SeriesBuffer) -> None:
@@ -135,10 +242,29 @@ def _write_histograms(g: h5py.Group, buf: _SeriesBuffer) -> None:
         bins.append(nz.astype(np.uint16))
         counts.append(h[nz].astype(np.int64))
         ptr.append(ptr[-1] + nz.size)
-    g.create_dataset("hist_index", data=np.asarray(buf.hist_index, dtype=np.int64).reshape(-1, 3))
-    g.create_dataset("hist_ptr", data=np.asarray(ptr, dtype=np.int64))
-    g.create_dataset("hist_bins", data=np.concatenate(bins))
-    g.create_dataset("hist_counts", data=np.concatenate(counts))
+    put_array(g, "hist_index", np.asarray(buf.hist_index, dtype=np.int64).reshape(-1, 3))
+    put_array(g, "hist_ptr", np.asarray(ptr, dtype=np.int64))
+    put_array(g, "hist_bins", np.concatenate(bins))
+    put_array(g, "hist_counts", np.concatenate(counts))
+
+
+def _write_batch(f: h5py.File, batch: Batch) -> None:
+    if not batch.metrics and not batch.epochs:
+        return
+    g = f.create_group("batch")
+    by_name: dict[str, list[MetricTuple]] = {}
+    for m in batch.metrics:
+        by_name.setdefault(m[0], []).append(m)
+    metrics = g.create_group("metrics")
+    for name, rows in by_name.items():
+        mg = metrics.create_group(encode(name))
+        put_array(mg, "steps", np.asarray([r[1] for r in rows], dtype=np.int64))
+        put_array(mg, "values", np.asarray([r[2] for r in rows], dtype=np.float64))
+        epochs = [-1 if r[3] is None else r[3] for r in rows]
+        put_array(mg, "epochs", np.asarray(epochs, dtype=np.int64))
+        put_array(mg, "times", np.asarray([r[4] for r in rows], dtype=np.float64))
+    rows_e = [(e, lo, hi) for e, (lo, hi) in sorted(batch.epochs.items())]
+    put_array(g, "epochs", np.asarray(rows_e, dtype=np.int64).reshape(-1, 3))
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -154,6 +280,32 @@ def check_header(f: h5py.File) -> None:
             f"{f.filename} has schema_version {version}; this tracker reads up to "
             f"{SCHEMA_VERSION}. Upgrade tracker to read it."
         )
+    if content(f) not in CONTENTS:
+        raise StoreError(f"{f.filename} has unknown content {content(f)!r}")
+
+
+def content(f: h5py.File) -> str:
+    """What a file holds: SEGMENT, STATS or SNAPSHOTS (schema 1 files are segments)."""
+    return str(f.attrs.get("content", SEGMENT))
+
+
+def read_batch(f: h5py.File) -> Batch:
+    """The metrics, epochs and layer shapes a segment was committed with (empty if none)."""
+    batch = Batch(shapes=json.loads(str(f.attrs.get("layer_shapes", "{}"))))
+    g = f.get("batch")
+    if not isinstance(g, h5py.Group):
+        return batch
+    for name, mg in g["metrics"].items():
+        steps, values = mg["steps"][()], mg["values"][()]
+        epochs, times = mg["epochs"][()], mg["times"][()]
+        for i in range(len(steps)):
+            epoch = None if epochs[i] < 0 else int(epochs[i])
+            batch.metrics.append(
+                (decode(name), int(steps[i]), float(values[i]), epoch, float(times[i]))
+            )
+    for e, lo, hi in g["epochs"][()]:
+        batch.epochs[int(e)] = (int(lo), int(hi))
+    return batch
 
 
 def _group(f: h5py.File, key: SeriesKey) -> h5py.Group | None:
@@ -175,51 +327,119 @@ def series_keys(f: h5py.File) -> Iterator[SeriesKey]:
 
 
 def read_stats(f: h5py.File, key: SeriesKey) -> tuple[np.ndarray, np.ndarray] | None:
-    """(index (r, 3), stats (r, S)) of a series in this file, or None if absent."""
+    """(index (r, 3), stats (r, S)) of a series in this file, rows as written, or None."""
     g = _group(f, key)
-    if g is None:
+    if g is None or content(f) == SNAPSHOTS:
         return None
-    return g["index"][()], g["stats"][()]
+    if content(f) == SEGMENT:
+        return g["index"][()], g["stats"][()]
+    # A compacted file stores its rows reordered (see compacted.py); undo that.
+    stored = np.stack([g["steps"][()], g["calls"][()], g["flags"][()]], axis=1)
+    original = np.argsort(g["order"][()], kind="stable")
+    return stored[original], g["stats"][()].T[original]
+
+
+def read_default_stats(
+    f: h5py.File, key: SeriesKey, column: int | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, stats (m, S) or one column (m,)) of the rows a default read selects.
+
+    Only compacted stats files keep these precomputed (compacted.py), as their first m rows, so
+    a series over a long run is one or two contiguous reads; None for any other file or series.
+    """
+    g = _group(f, key)
+    if g is None or content(f) != STATS:
+        return None
+    m, first, stride = (int(x) for x in g.attrs["default_rows"])
+    if stride:  # the steps are a range: no need to read them
+        steps = np.arange(first, first + stride * m, stride, dtype=np.int64)
+    else:
+        steps = g["steps"][:m]
+    if column is None:
+        return steps, g["stats"][:, :m].T
+    return steps, g["stats"][column, :m]
+
+
+def stored_latest(f: h5py.File, key: SeriesKey) -> tuple[int, np.ndarray] | None:
+    """(step, stats row) of the last default row, precomputed in compacted stats files."""
+    g = _group(f, key)
+    if g is None or content(f) != STATS or "latest" not in g:
+        return None
+    return int(g["latest"].attrs["step"]), g["latest"][()]
+
+
+def read_histograms_sparse(
+    f: h5py.File, key: SeriesKey
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(hist_index (h, 3), ptr (h + 1,), bins, counts) of a series, as stored, or None."""
+    g = _group(f, key)
+    if g is None or "hist_index" not in g:
+        return None
+    return g["hist_index"][()], g["hist_ptr"][()], g["hist_bins"][()], g["hist_counts"][()]
 
 
 def read_histograms(f: h5py.File, key: SeriesKey) -> tuple[np.ndarray, np.ndarray] | None:
     """(hist_index (h, 3), dense counts (h, 512)) of a series in this file, or None."""
-    g = _group(f, key)
-    if g is None or "hist_index" not in g:
+    found = read_histograms_sparse(f, key)
+    if found is None:
         return None
-    index = g["hist_index"][()]
-    ptr, bins, counts = g["hist_ptr"][()], g["hist_bins"][()], g["hist_counts"][()]
+    index, ptr, bins, counts = found
     dense = np.zeros((len(index), N_BINS), dtype=np.int64)
     rows = np.repeat(np.arange(len(index)), np.diff(ptr))
     dense[rows, bins.astype(np.int64)] = counts
     return index, dense
 
 
-def snapshot_index(f: h5py.File, key: SeriesKey) -> list[tuple[int, int]]:
-    """(step, call) pairs that have a snapshot of this series in the file."""
+def snapshot_entries(f: h5py.File, key: SeriesKey) -> np.ndarray:
+    """(step, call, flags) of every snapshot of this series in the file, as an int64 (k, 3)."""
     g = _group(f, key)
     if g is None or "snapshots" not in g:
-        return []
-    out = []
+        return np.empty((0, 3), dtype=np.int64)
+    if "snapshot_index" in g:
+        return g["snapshot_index"][()]
+    pairs = []  # schema 1: walk the names; flags are in each snapshot's stats row
     for name in g["snapshots"]:
         step, call = name.split(".")
-        out.append((int(step), int(call)))
-    return sorted(out)
+        pairs.append((int(step), int(call)))
+    pairs.sort()
+    flags = {(int(a), int(b)): int(c) for a, b, c in g["index"][()]} if "index" in g else {}
+    rows = [(st, c, flags.get((st, c), 0)) for st, c in pairs]
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def snapshot_index(f: h5py.File, key: SeriesKey) -> list[tuple[int, int]]:
+    """(step, call) pairs that have a snapshot of this series in the file."""
+    return [(int(s), int(c)) for s, c, _ in snapshot_entries(f, key)]
+
+
+def read_snapshot_raw(
+    f: h5py.File, key: SeriesKey, step: int, call: int
+) -> tuple[Snapshot, int] | None:
+    """(the snapshot as stored, its flags), or None: for copying it into another file."""
+    g = _group(f, key)
+    name = f"{step}.{call}"
+    if g is None or "snapshots" not in g or name not in g["snapshots"]:
+        return None
+    d = g["snapshots"][name]
+    if "snapshot_index" not in g:  # schema 1: metadata in attributes of the dataset
+        full_shape = tuple(int(x) for x in d.attrs["full_shape"])
+        snap = Snapshot(data=d[()], dtype=str(d.attrs["dtype"]), full_shape=full_shape)
+        return snap, int(d.attrs.get("flags", 0))
+    index = g["snapshot_index"][()]
+    (row,) = np.flatnonzero((index[:, 0] == step) & (index[:, 1] == call))
+    info = g["snapshot_info"][row]
+    dtype = str(g.attrs["snapshot_dtypes"]).split(",")[info[0]]
+    full_shape = tuple(int(x) for x in info[2 : 2 + info[1]])
+    return Snapshot(data=d[()], dtype=dtype, full_shape=full_shape), int(index[row, 2])
 
 
 def read_snapshot(
     f: h5py.File, key: SeriesKey, step: int, call: int
 ) -> tuple[np.ndarray, dict] | None:
     """(array, meta) of one snapshot, bfloat16 widened to float32; None if absent."""
-    g = _group(f, key)
-    name = f"{step}.{call}"
-    if g is None or "snapshots" not in g or name not in g["snapshots"]:
+    found = read_snapshot_raw(f, key, step, call)
+    if found is None:
         return None
-    d = g["snapshots"][name]
-    dtype = str(d.attrs["dtype"])
-    meta = {
-        "dtype": dtype,
-        "full_shape": [int(x) for x in d.attrs["full_shape"]],
-        "flags": int(d.attrs.get("flags", 0)),
-    }
-    return decode_snapshot(d[()], dtype), meta
+    snap, flags = found
+    meta = {"dtype": snap.dtype, "full_shape": list(snap.full_shape), "flags": flags}
+    return decode_snapshot(snap.data, snap.dtype), meta
