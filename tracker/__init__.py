@@ -10,7 +10,9 @@
 >>> steps, norms = r.series("fc1", "weight_grad", "norm")
 """
 
+from tracker.alerts import ProblemDetectedError, ProblemWarning
 from tracker.capture.watch import Watch
+from tracker.diagnosis import Finding, diagnose
 from tracker.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -26,8 +28,11 @@ from tracker.version import __version__
 __all__ = [
     "QUANTITIES",
     "STAT_NAMES",
+    "Finding",
     "InvalidArgumentError",
     "NotFoundError",
+    "ProblemDetectedError",
+    "ProblemWarning",
     "Run",
     "RunInfo",
     "RunReader",
@@ -36,6 +41,7 @@ __all__ = [
     "TrackerError",
     "Watch",
     "__version__",
+    "diagnose",
     "init",
     "list_runs",
     "open_run",

@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from tracker.alerts import OnProblem, ProblemWatcher, check_on_problem
 from tracker.capture.engine import Engine, StepItem
 from tracker.capture.layers import LayerSelector, select_layers, unwrap
 from tracker.capture.policy import SnapshotDtype, WatchPolicy
@@ -190,6 +191,7 @@ class Run:
         probe: Any = None,
         loss_fn: Callable[[Any, Any], Tensor] | None = None,
         probe_mode: str = "eval",
+        on_problem: OnProblem = None,
     ) -> Watch:
         """Record the layers of ``model``: stats every ``every`` steps, histograms, snapshots.
 
@@ -201,6 +203,9 @@ class Run:
         ``probe``: fixed inputs, or (inputs, targets) with ``loss_fn``, run through the model at
         every snapshot step without changing training, so snapshots of two steps or two runs
         show the same examples (read them with ``probe=True``).
+        ``on_problem``: "warn", "raise" (tracker.ProblemDetectedError from run.log) or a
+        callable(finding), called within a few steps of NaN/Inf, dead ReLUs, saturation, a zero
+        or an exploding gradient appearing (see tracker.alerts).
         """
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(
@@ -231,6 +236,9 @@ class Run:
                 )
             wait = self._engine.wait_params_read
             fixed = None if probe is None else Probe.make(probe, loss_fn, probe_mode)
+            detector = None
+            if check_on_problem(on_problem) is not None:
+                detector = ProblemWatcher({s.name: s.kind for s in specs}, on_problem)
             watch = Watch(
                 model,
                 specs,
@@ -240,6 +248,7 @@ class Run:
                 wait,
                 scaler=scaler,
                 probe=fixed,
+                detector=detector,
             )
             watch.begin_step(self._next_step())
             self._watches.append(watch)
@@ -253,7 +262,7 @@ class Run:
                     "position": s.position,
                     "type": s.type_name,
                     "kind": s.kind,
-                    "params": {n: list(p.shape) for n, p in s.params},
+                    "params": {n: list(p.shape) for n, p in (*s.params, *s.buffers)},
                 }
                 for s in specs
             ],
@@ -273,6 +282,9 @@ class Run:
         Under DDP, metrics are stored from rank 0 only; every rank records its layers.
         """
         self._check_open()
+        for watch in list(self._watches):  # problems found since the last log (may raise)
+            if watch.detector is not None:
+                watch.detector.deliver()
         values = {}
         for name, value in (metrics or {}).items():
             values[check_name(name, "metric name")] = _metric_value(name, value)

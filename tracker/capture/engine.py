@@ -185,13 +185,20 @@ class Engine:
         for capture in item.captures:
             params = [e for e in capture.entries if e.quantity in _PARAM_QUANTITIES]
             others = [e for e in capture.entries if e.quantity not in _PARAM_QUANTITIES]
-            split.append((capture, others))
-            summaries.extend(self._summaries(capture, params))
+            param_summaries = self._summaries(capture, params)
+            split.append((capture, others, param_summaries))
+            summaries.extend(param_summaries)
         item.params_read.set()
         metrics = dict(item.metrics)
-        for capture, others in split:
+        for capture, others, param_summaries in split:
             _unscale(capture, others, metrics)
-            summaries.extend(self._summaries(capture, others))
+            mine = self._summaries(capture, others)
+            summaries.extend(mine)
+            if capture.detector is not None:
+                try:
+                    capture.detector.observe(item.step, param_summaries + mine)  # type: ignore[attr-defined]
+                except Exception as exc:  # I1
+                    self._on_error("checking for training problems", exc)
             self.counters["dropped_inplace"] += capture.dropped_inplace
             self.counters["skipped_calls"] += capture.skipped_calls
             for layer, parts in capture.layer_shapes.items():

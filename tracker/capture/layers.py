@@ -6,7 +6,7 @@ import fnmatch
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
 from tracker.capture.stats import ActivationKind
 from tracker.errors import InvalidArgumentError
@@ -39,6 +39,8 @@ class LayerSpec:
     kind: ActivationKind
     params: tuple[tuple[str, nn.Parameter], ...]
     position: int  # order in named_modules(), i.e. roughly depth in the network
+    # Floating-point buffers (BatchNorm's running_mean/running_var), recorded like weights.
+    buffers: tuple[tuple[str, Tensor], ...] = ()
 
 
 def activation_kind(module: nn.Module) -> ActivationKind:
@@ -124,6 +126,9 @@ def select_layers(
                 kind=activation_kind(module),
                 params=tuple(module.named_parameters(recurse=False)),
                 position=position,
+                buffers=tuple(
+                    (n, b) for n, b in module.named_buffers(recurse=False) if b.is_floating_point()
+                ),
             )
         )
     if not specs:

@@ -55,6 +55,8 @@ class WatchCapture:
     histogram_max_elements: int | None = None
     grad_scale: Tensor | None = None
     scale_after: Tensor | None = None
+    # The watch's online problem detectors (tracker.alerts), fed by the worker; None if off.
+    detector: object = None
     # CUDA: an event per device on the training stream when the step closed (device.py).
     ready: dict = field(default_factory=dict)
 

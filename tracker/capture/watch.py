@@ -57,6 +57,7 @@ class Watch:
         before_param_write: Callable[[], None] = lambda: None,
         scaler: Any = None,
         probe: Probe | None = None,
+        detector: Any = None,
     ) -> None:
         self.model = model
         self.policy = policy
@@ -68,6 +69,7 @@ class Watch:
         self._scaler = scaler  # torch.amp.GradScaler whose scale is undone on activation grads
         self._step_scale: Tensor | None = None
         self._probe = probe
+        self.detector = detector  # tracker.alerts.ProblemWatcher, or None
         self._probing = False
         self._probe_outputs: list[Tensor] = []
         self._handles: list[RemovableHandle] = []
@@ -171,6 +173,7 @@ class Watch:
             snapshot_dtype=policy.torch_snapshot_dtype(),
             skipped_calls=skipped,
             histogram_max_elements=policy.histogram_max_elements,
+            detector=self.detector,
         )
         if self._scaler is not None:
             capture.grad_scale = step_scale
@@ -293,6 +296,12 @@ class Watch:
 
     def _add_parameters(self, capture: WatchCapture, grads: dict[int, Tensor]) -> None:
         for spec in self._specs:
+            for bname, buffer in spec.buffers:
+                # Small, and rewritten in place by the next forward (BatchNorm): copy now.
+                copy = buffer.detach().clone()
+                capture.entries.append(
+                    TensorEntry(spec.name, "weight", bname, 0, _PARAM_FLAGS, copy)
+                )
             for pname, param in spec.params:
                 weight = param.detach()
                 capture.entries.append(
