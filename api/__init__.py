@@ -7,12 +7,37 @@ from typing import Any
 
 from flask import Flask
 
-from api import errors, health, histograms, layers, metrics, runs, series, tensors
+from api import (
+    compare,
+    curves,
+    errors,
+    flow,
+    health,
+    histograms,
+    layers,
+    metrics,
+    runs,
+    series,
+    tensors,
+    usage,
+)
 from api.store import EXTENSION, close_readers
 from tracker.store import Store
 
 PREFIX = "/api/v1"
-RESOURCES = (runs, layers, series, tensors, histograms, metrics, health)
+RESOURCES = (
+    runs,
+    layers,
+    series,
+    tensors,
+    histograms,
+    metrics,
+    health,
+    usage,
+    compare,
+    flow,
+    curves,
+)
 
 
 def create_app(

@@ -1,4 +1,4 @@
-"""Runs and projects: GET /api/v1/projects, /runs, /runs/<id>, /runs/<id>/health."""
+"""Runs and projects: GET /api/v1/projects, /runs, /runs/health, /runs/<id>, /runs/<id>/health."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ from typing import Any
 
 from flask import Blueprint
 
+from api.errors import ApiError
+from api.query import list_arg
 from api.store import arg, finite_or_none, get_reader, get_store, int_arg
-from tracker.errors import InvalidArgumentError
+from tracker.errors import InvalidArgumentError, NotFoundError
 from tracker.health import is_degraded, run_health
 from tracker.reader import RunInfo
+from tracker.store import check_run_id
 
 bp = Blueprint("runs", __name__)
 STATUSES = ("running", "finished", "failed", "crashed")
@@ -55,6 +58,29 @@ def all_runs() -> dict[str, Any]:
     limit = int_arg("limit", required=False, default=200, minimum=1, maximum=1000)
     rows = get_store().catalog.runs(project=project, status=status, limit=limit)
     return {"runs": [finite_or_none(run_json(RunInfo.from_row(r, p))) for r, p in rows]}
+
+
+HEALTH_BATCH = 50  # runs per /runs/health request: the runs page asks for the rows on screen
+
+
+@bp.get("/runs/health")
+def health_of_runs() -> dict[str, Any]:
+    """Overall health of several runs (``ids=a,b,...``) for the runs list's badges.
+
+    Kept out of /runs, which stays a catalog query: health reads each run's newest files.
+    """
+    out: dict[str, Any] = {}
+    for run_id in list_arg("ids", HEALTH_BATCH):
+        check_run_id(run_id)  # a malformed id is a 400 for the whole request
+        try:
+            flags = get_reader(run_id).health()
+        except (ApiError, NotFoundError):  # deleted since the list was drawn: no badge, no error
+            out[run_id] = None
+            continue
+        codes = sorted({f.code for fl in flags.values() for f in fl})
+        layers = sorted(name for name, fl in flags.items() if fl)
+        out[run_id] = {"health": run_health(flags), "codes": codes, "layers": layers}
+    return {"runs": out}
 
 
 @bp.get("/runs/<run_id>")

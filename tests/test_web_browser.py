@@ -111,14 +111,14 @@ def test_runs_page(tab: Tab, demo_runs: dict[str, str]) -> None:
     tab.goto("/")
     rows = tab.page.locator("#runs tbody tr")
     rows.first.wait_for()
-    names = rows.locator("td:first-child").all_inner_texts()
+    names = rows.locator("td.run-name").all_inner_texts()
     assert sorted(names) == ["healthy", "sick"]
     tab.page.fill("#filter", "sick")
-    assert rows.locator("td:first-child").all_inner_texts() == ["sick"]
+    assert rows.locator("td.run-name").all_inner_texts() == ["sick"]
     tab.page.fill("#filter", "")
     tab.screenshot("runs")
     # A click anywhere on a row opens the run.
-    tab.page.locator("#runs tbody tr", has_text="healthy").locator("td").nth(1).click()
+    tab.page.locator("#runs tbody tr", has_text="healthy").locator("td").nth(2).click()
     tab.page.wait_for_url(f"**/runs/{demo_runs['healthy']}")
     tab.assert_clean()
 

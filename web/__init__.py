@@ -6,21 +6,28 @@ import os
 from pathlib import Path
 
 import plotly
-from flask import Blueprint, Flask, Response, render_template, send_file
+from flask import Blueprint, Flask, Response, render_template, request, send_file
 
 import api
 from api.errors import ApiError
+from api.query import MAX_RUNS
 from api.store import get_reader
 from tracker.errors import TrackerError
 from tracker.reader import RunReader
 from tracker.store import Store
-from web.explain import QUANTITIES
+from web.explain import PANELS, QUANTITIES
 
 # The pages' own CSS/JS live under /assets; /vendor serves third-party code from installed wheels.
 bp = Blueprint(
     "web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets"
 )
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+@bp.context_processor
+def _explanations() -> dict[str, object]:
+    """Every template can explain its panels (web/explain.py)."""
+    return {"panels": PANELS}
 
 
 def _reader_or_none(run_id: str) -> RunReader | None:
@@ -59,6 +66,20 @@ def layer_page(run_id: str, layer: str) -> str | tuple[str, int]:
     if layer not in reader.layers():
         return _not_found(f"Run {reader.info.name!r} has no watched layer named {layer!r}.")
     return render_template("layer.html", run=reader.info, layer=layer, quantities=QUANTITIES)
+
+
+@bp.get("/compare")
+def compare_page() -> str | tuple[str, int]:
+    """Several runs, or epochs of one run, side by side (?runs=a,b or ?runs=a&epochs=1,5)."""
+    ids = [i for i in request.args.get("runs", "").split(",") if i][:MAX_RUNS]
+    if not ids:
+        return _not_found("Pick runs to compare on the runs page (tick two or more).")
+    readers = [_reader_or_none(i) for i in ids]
+    missing = [i for i, r in zip(ids, readers, strict=True) if r is None]
+    if missing:
+        return _not_found(f"There is no run with id {missing[0]!r}.")
+    runs = [r.info for r in readers if r is not None]
+    return render_template("compare.html", runs=runs, quantities=QUANTITIES)
 
 
 @bp.get("/vendor/plotly.min.js")

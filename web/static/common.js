@@ -222,3 +222,104 @@ export function epochOf(step, epochs) {
   const found = (epochs || []).find((e) => step >= e.first_step && step <= e.last_step);
   return found ? found.epoch : null;
 }
+
+// --- page state in the URL ------------------------------------------------------------------
+
+/** The page's query string as URLSearchParams. */
+export function readQuery() {
+  return new URLSearchParams(window.location.search);
+}
+
+/** Replace the query string with `values` (null/undefined/"" drop a key), keeping the path. */
+export function writeQuery(values) {
+  const q = new URLSearchParams();
+  for (const [key, value] of Object.entries(values)) {
+    if (value !== null && value !== undefined && value !== "") q.set(key, value);
+  }
+  const qs = q.toString().replace(/%2C/g, ","); // "runs=a,b" reads better than "a%2Cb"
+  history.replaceState(null, "", `${window.location.pathname}${qs ? `?${qs}` : ""}`);
+}
+
+/** Mark the moment the page's first chart is drawn (bench/ui.py reads it). */
+export function markFirstPlot() {
+  if (!performance.getEntriesByName("first-plot").length) performance.mark("first-plot");
+}
+
+// --- series drawing -------------------------------------------------------------------------
+
+/** `step` as a fractional epoch (2.5 = half way through epoch 2), or null outside every epoch. */
+export function epochPosition(step, epochs) {
+  const e = (epochs || []).find((x) => step >= x.first_step && step <= x.last_step);
+  if (!e) return null;
+  return e.epoch + (step - e.first_step) / (e.last_step - e.first_step + 1);
+}
+
+/** A colour as rgba() with alpha `a` (for min-max bands under a line). */
+export function fade(hex, a) {
+  const n = Number.parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${a})`;
+}
+
+/**
+ * Plotly traces for one downsampled series: the mean line and, when buckets hold several
+ * values, a light band from min to max so spikes show. `x`, `mean`, `min`, `max` are arrays.
+ */
+export function bandTraces({ x, mean, min, max, name, color, hover, group, showBand = true }) {
+  const traces = [];
+  const spread = showBand && min && max && min.some((v, i) => v !== max[i]);
+  if (spread) {
+    traces.push({
+      type: "scatter",
+      mode: "lines",
+      x,
+      y: min,
+      line: { width: 0, color },
+      hoverinfo: "skip",
+      showlegend: false,
+      legendgroup: group || name,
+    });
+    traces.push({
+      type: "scatter",
+      mode: "lines",
+      x,
+      y: max,
+      line: { width: 0, color },
+      fill: "tonexty",
+      fillcolor: fade(color, 0.18),
+      hoverinfo: "skip",
+      showlegend: false,
+      legendgroup: group || name,
+    });
+  }
+  traces.push({
+    type: "scatter",
+    mode: x.length > 60 ? "lines" : "lines+markers",
+    x,
+    y: mean,
+    name,
+    legendgroup: group || name,
+    line: { color, width: 1.8 },
+    marker: { size: 4 },
+    hovertemplate: hover || `${name} %{y:.4g}<extra>%{x}</extra>`,
+  });
+  return traces;
+}
+
+// Viridis (perceptually uniform, readable with colour blindness) for magnitudes and counts.
+export const SEQUENTIAL = "Viridis";
+
+/** `count` colours from dark to light along Viridis, for ordered things such as epochs. */
+export function viridis(count) {
+  const stops = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"];
+  if (count <= 1) return [stops[0]];
+  return Array.from({ length: count }, (_, i) => stops[Math.round((i * (stops.length - 1)) / (count - 1))]);
+}
+
+/** Tick labels for a log10 axis of a magnitude: 1e-3 as "0.001" or "1e-3". */
+export function powerTicks(lo, hi) {
+  const vals = [];
+  for (let k = Math.ceil(lo); k <= Math.floor(hi); k++) vals.push(k);
+  const every = Math.max(1, Math.ceil(vals.length / 8));
+  const shown = vals.filter((k) => k % every === 0);
+  return { tickvals: shown, ticktext: shown.map((k) => (k >= -2 && k <= 3 ? String(10 ** k) : `1e${k}`)) };
+}

@@ -27,30 +27,22 @@ function describe(lo, hi) {
 }
 
 /**
- * Bars to draw: non-empty bins, the zero bin, and single "⋯" gaps for runs of 3+ empty bins
+ * The display bins worth a slot on the x axis, given `counts` (one histogram, or the sum of
+ * several): non-empty bins, the zero bin, and one "⋯" slot for each run of 3+ empty bins
  * between them (a float32 spans 2^-126..2^127, most of which no tensor uses).
+ * Returns [{i, tick, range, color}] with i = null for a gap.
  */
-export function bars(hist) {
-  const { edges, counts } = hist;
-  const total = counts.reduce((a, b) => a + b, 0);
-  const bin = (i) => {
-    const d = describe(edges[i], edges[i + 1]);
-    const pct = total ? ` (${((100 * counts[i]) / total).toPrecision(2)}%)` : "";
-    const hover = `${d.range}: ${counts[i]} values${pct}`;
-    return { tick: d.tick, count: counts[i], color: d.color, hover };
-  };
+export function shownBins(edges, counts) {
   const out = [];
   let empty = [];
   const flush = () => {
     if (empty.length >= 3) {
-      const a = empty[0];
+      const first = describe(edges[empty[0]], edges[empty[0] + 1]);
       const b = empty[empty.length - 1];
-      const first = describe(edges[a], edges[a + 1]);
       const last = describe(edges[b], edges[b + 1]);
-      const hover = `no values from ${first.range} to ${last.range}`;
-      out.push({ tick: "⋯", count: 0, color: ZERO, hover });
+      out.push({ i: null, tick: "⋯", range: `no values from ${first.range} to ${last.range}`, color: ZERO });
     } else {
-      for (const i of empty) out.push(bin(i));
+      for (const i of empty) out.push({ i, ...describe(edges[i], edges[i + 1]) });
     }
     empty = [];
   };
@@ -61,20 +53,45 @@ export function bars(hist) {
       return;
     }
     flush();
-    out.push(bin(i));
+    out.push({ i, ...describe(edges[i], edges[i + 1]) });
   });
   flush();
+  return out;
+}
+
+/** Bars to draw for one histogram: shownBins with counts and hover text. */
+export function bars(hist) {
+  const { edges, counts } = hist;
+  const total = counts.reduce((a, b) => a + b, 0);
+  const out = shownBins(edges, counts).map((b) => {
+    if (b.i === null) return { tick: b.tick, count: 0, color: b.color, hover: b.range };
+    const pct = total ? ` (${((100 * counts[b.i]) / total).toPrecision(2)}%)` : "";
+    return { tick: b.tick, count: counts[b.i], color: b.color, hover: `${b.range}: ${counts[b.i]} values${pct}` };
+  });
   return { bars: out, total };
+}
+
+/** An ordinal x axis over `shown` slots, labelling at most ~`labels` ticks (and always 0). */
+export function binAxis(shown, labels = 8) {
+  const x = shown.map((_, i) => i);
+  const every = Math.max(1, Math.ceil(shown.length / labels));
+  const labelled = (i) => (i % every === 0 && shown[i].tick !== "⋯") || shown[i].tick === "0";
+  const tickvals = x.filter(labelled);
+  return {
+    tickmode: "array",
+    tickvals,
+    ticktext: tickvals.map((i) => shown[i].tick),
+    tickangle: 0,
+    tickfont: { size: 10 },
+    // At least 9 slots wide, so one or two bars do not fill the whole panel.
+    range: [Math.min(-0.5, (shown.length - 10) / 2), Math.max(shown.length - 0.5, (shown.length + 8) / 2)],
+  };
 }
 
 /** Draw the histogram `hist` (from /histogram) into `div`. */
 export async function drawHistogram(div, hist) {
   const { bars: shown, total } = bars(hist);
   const x = shown.map((_, i) => i);
-  // Label at most ~8 ticks so they stay readable in a narrow panel; hover has every bin.
-  const every = Math.max(1, Math.ceil(shown.length / 8));
-  const labelled = (i) => (i % every === 0 && shown[i].tick !== "⋯") || shown[i].tick === "0";
-  const tickvals = x.filter(labelled);
   const trace = {
     type: "bar",
     x,
@@ -89,21 +106,12 @@ export async function drawHistogram(div, hist) {
     margin: { l: 48, r: 8, t: 6, b: 44 },
     bargap: 0.08,
     xaxis: {
-      tickmode: "array",
-      tickvals,
-      ticktext: tickvals.map((i) => shown[i].tick),
-      tickangle: 0,
-      tickfont: { size: 10 },
+      ...binAxis(shown),
       title: {
         text: `value (order of magnitude); ${total.toLocaleString()} values`,
         font: { size: 11 },
       },
       fixedrange: true,
-      // At least 9 slots wide, so one or two bars do not fill the whole panel.
-      range: [
-        Math.min(-0.5, (shown.length - 10) / 2),
-        Math.max(shown.length - 0.5, (shown.length + 8) / 2),
-      ],
     },
     // A log axis from just under 1, so a bin holding a single value still shows as a bar.
     yaxis: {
@@ -114,6 +122,124 @@ export async function drawHistogram(div, hist) {
       dtick: 1,
       exponentformat: "power",
     },
+  };
+  await Plotly.react(div, [trace], layout, PLOT_CONFIG);
+}
+
+/** Several runs' histograms on the shared bins (from /compare/histograms), as grouped bars of
+ * each one's share of values; `labels` and `colors` per entry. */
+export async function drawOverlay(div, body, labels, colors) {
+  const sum = body.edges.slice(1).map((_, i) => body.entries.reduce((a, e) => a + e.counts[i], 0));
+  const shown = shownBins(body.edges, sum);
+  const x = shown.map((_, i) => i);
+  const traces = body.entries.map((e, k) => ({
+    type: "bar",
+    name: labels[k],
+    x,
+    y: shown.map((b) => (b.i === null ? null : 100 * e.share[b.i])),
+    marker: { color: colors[k] },
+    customdata: shown.map((b) =>
+      b.i === null ? b.range : `${b.range}: ${e.counts[b.i].toLocaleString()} values (${(100 * e.share[b.i]).toPrecision(3)}%)`,
+    ),
+    hovertemplate: `${labels[k]}<br>%{customdata}<extra></extra>`,
+  }));
+  const layout = {
+    font: FONT,
+    height: 260,
+    barmode: "group",
+    bargap: 0.15,
+    bargroupgap: 0.05,
+    margin: { l: 52, r: 8, t: 8, b: 46 },
+    xaxis: { ...binAxis(shown, 10), title: { text: "value (order of magnitude)", font: { size: 11 } }, fixedrange: true },
+    yaxis: { title: { text: "share of values (%)" }, rangemode: "tozero", fixedrange: true },
+    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom" },
+  };
+  await Plotly.react(div, traces, layout, PLOT_CONFIG);
+}
+
+/** The difference of each run's share per bin from the first run's (body.difference). */
+export async function drawDifference(div, body, labels, colors) {
+  const sum = body.edges.slice(1).map((_, i) => body.entries.reduce((a, e) => a + e.counts[i], 0));
+  const shown = shownBins(body.edges, sum);
+  const x = shown.map((_, i) => i);
+  const traces = body.difference.map((d, k) => ({
+    type: "bar",
+    name: `${labels[k + 1]} − ${labels[0]}`,
+    x,
+    y: shown.map((b) => (b.i === null ? null : 100 * d[b.i])),
+    marker: { color: colors[k + 1] },
+    customdata: shown.map((b) => b.range),
+    hovertemplate: `${labels[k + 1]} − ${labels[0]}: %{y:+.3g} points<br>%{customdata}<extra></extra>`,
+  }));
+  const layout = {
+    font: FONT,
+    height: 260,
+    barmode: "group",
+    margin: { l: 52, r: 8, t: 8, b: 46 },
+    xaxis: { ...binAxis(shown, 10), title: { text: "value (order of magnitude)", font: { size: 11 } }, fixedrange: true },
+    yaxis: { title: { text: "difference in share (points)" }, zeroline: true, zerolinecolor: "#444", fixedrange: true },
+    showlegend: true,
+    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom" },
+  };
+  await Plotly.react(div, traces, layout, PLOT_CONFIG);
+}
+
+/**
+ * Histograms over time (from /histograms): a heatmap with one column per step (or bucket of
+ * steps) and one row per shared bin, coloured by the share of values on a log scale.
+ * `step` (or null) is marked with a dashed line.
+ */
+export async function drawHistogramOverTime(div, body, step) {
+  const rows = body.edges.length - 1;
+  const totals = body.counts.map((c) => c.reduce((a, b) => a + b, 0));
+  const z = [];
+  const text = [];
+  const labels = [];
+  for (let r = 0; r < rows; r++) {
+    const d = describe(body.edges[r], body.edges[r + 1]);
+    labels.push(d.tick);
+    z.push(body.counts.map((c, j) => (c[r] > 0 && totals[j] ? Math.log10(c[r] / totals[j]) : null)));
+    text.push(body.counts.map((c, j) => `step ${body.steps[j]} · ${d.range}<br>${fmt(c[r])} values (${totals[j] ? ((100 * c[r]) / totals[j]).toPrecision(2) : 0}%)`));
+  }
+  // ~10 labelled rows, always including 0.
+  const every = Math.max(1, Math.ceil(rows / 10));
+  const tickvals = labels.map((_, i) => i).filter((i) => i % every === 0 || labels[i] === "0");
+  const trace = {
+    type: "heatmap",
+    x: body.steps,
+    y: labels.map((_, i) => i),
+    z,
+    text,
+    hovertemplate: "%{text}<extra></extra>",
+    hoverongaps: false,
+    colorscale: "Viridis",
+    zmin: -4,
+    zmax: 0,
+    colorbar: {
+      title: { text: "share", side: "right" },
+      thickness: 10,
+      tickvals: [-4, -3, -2, -1, 0],
+      ticktext: ["0.01%", "0.1%", "1%", "10%", "100%"],
+    },
+  };
+  const by = body.downsampled ? ` (mean of buckets; ${body.total.toLocaleString()} histograms)` : "";
+  const layout = {
+    font: FONT,
+    height: Math.max(220, Math.min(420, rows * 5 + 80)),
+    margin: { l: 58, r: 8, t: 8, b: 40 },
+    plot_bgcolor: "#fff",
+    xaxis: { title: { text: `step${by}` }, zeroline: false },
+    yaxis: {
+      tickmode: "array",
+      tickvals,
+      ticktext: tickvals.map((i) => labels[i]),
+      title: { text: "value" },
+      zeroline: false,
+    },
+    shapes:
+      step === null
+        ? []
+        : [{ type: "line", xref: "x", yref: "paper", x0: step, x1: step, y0: 0, y1: 1, line: { color: "#E69F00", width: 2, dash: "dash" } }],
   };
   await Plotly.react(div, [trace], layout, PLOT_CONFIG);
 }

@@ -177,10 +177,14 @@ function signedRange(tensor) {
   return m > 0 ? m : 1;
 }
 
-/** Draw `tensor` into `div` (a Plotly graph div); returns the caption. */
-export async function drawTensor(div, tensor, quantity, sample) {
+/**
+ * Draw `tensor` into `div` (a Plotly graph div); returns the caption. Options: `signed` (draw on
+ * the diverging scale whatever the quantity, e.g. a difference) and `range` ([lo, hi]: one colour
+ * range shared by images drawn side by side, so equal colours mean equal values).
+ */
+export async function drawTensor(div, tensor, quantity, sample, options = {}) {
   const spec = layout(tensor, quantity, sample);
-  const signed = isSigned(quantity);
+  const signed = options.signed ?? isSigned(quantity);
   const width = div.clientWidth || 320;
   const base = {
     font: FONT,
@@ -190,6 +194,7 @@ export async function drawTensor(div, tensor, quantity, sample) {
   };
   if (spec.kind === "bars") {
     const colors = spec.y.map((v) => (v < 0 ? NEGATIVE : POSITIVE));
+    const yRange = options.range ? { range: [Math.min(0, options.range[0]), Math.max(0, options.range[1])] } : {};
     const trace = {
       type: "bar",
       y: spec.y,
@@ -202,7 +207,7 @@ export async function drawTensor(div, tensor, quantity, sample) {
       height: 170,
       margin: { l: 48, r: 8, t: 6, b: 32 },
       xaxis: { title: { text: "index" } },
-      yaxis: { zeroline: true, zerolinecolor: "#555" },
+      yaxis: { zeroline: true, zerolinecolor: "#555", ...yRange },
       bargap: 0.1,
     };
     await Plotly.react(div, [trace], lay, PLOT_CONFIG);
@@ -222,8 +227,10 @@ export async function drawTensor(div, tensor, quantity, sample) {
     ygap: 0,
   };
   if (signed) {
-    const m = signedRange(tensor);
+    const m = options.range ? Math.max(Math.abs(options.range[0]), Math.abs(options.range[1])) || 1 : signedRange(tensor);
     Object.assign(trace, { zmin: -m, zmax: m, zmid: 0 });
+  } else if (options.range) {
+    Object.assign(trace, { zmin: options.range[0], zmax: options.range[1] });
   }
   const axis = { showgrid: false, zeroline: false, showticklabels: false, ticks: "" };
   const lay = { ...base, xaxis: { ...axis }, yaxis: { ...axis, autorange: "reversed" } };

@@ -1,13 +1,16 @@
-// One run: status, config, metric curves, health line and the layer table with sparklines.
+// One run: status, config, metric curves (step or epoch axis), health line, gradient flow and
+// the layer table with sparklines. State (?x=&flow=&flowq=) lives in the URL.
 
 import {
   COLORS,
   FONT,
   LINE_COLORS,
   PLOT_CONFIG,
+  bandTraces,
   codeName,
   el,
   epochLabels,
+  epochPosition,
   epochShapes,
   flagChip,
   fmt,
@@ -17,10 +20,13 @@ import {
   fmtShape,
   getJSON,
   layerUrl,
-  pool,
+  markFirstPlot,
+  readQuery,
   showMessage,
   statusBadge,
+  writeQuery,
 } from "./common.js";
+import { drawFlowEpochs, drawFlowHeatmap } from "./flow.js";
 
 const runId = document.getElementById("app").dataset.runId;
 const SVG = "http://www.w3.org/2000/svg";
@@ -61,71 +67,155 @@ function metricGroup(name) {
   return name.replace(/^(train|val|valid|validation|test|eval)[_/.]/, "");
 }
 
-async function showMetrics(run) {
+const state = { x: "step", flow: "heatmap", flowq: "norm" };
+let runInfo = null;
+let curves = []; // /curves: every metric, downsampled on the server
+let flow = null; // /flow, once loaded
+
+function writeState() {
+  writeQuery({
+    x: state.x === "step" ? null : state.x,
+    flow: state.flow === "heatmap" ? null : state.flow,
+    flowq: state.flowq === "norm" ? null : state.flowq,
+  });
+}
+
+function readState() {
+  const q = readQuery();
+  if (q.get("x") === "epoch") state.x = "epoch";
+  if (q.get("flow") === "epochs") state.flow = "epochs";
+  if (q.get("flowq") === "ratio") state.flowq = "ratio";
+  for (const [name, value] of [["x-axis", state.x], ["flow-view", state.flow], ["flow-quantity", state.flowq]]) {
+    const input = document.querySelector(`input[name="${name}"][value="${value}"]`);
+    if (input) input.checked = true;
+  }
+}
+
+async function showMetrics() {
   const box = document.getElementById("metrics");
-  let names;
   try {
-    names = (await getJSON(`/runs/${runId}/metrics`)).metrics.map((m) => m.name);
+    curves = (await getJSON(`/runs/${runId}/curves`, { points: 1000 })).curves;
   } catch (err) {
     showMessage(box, `Could not load the metrics: ${err.message}`, "error");
     return;
   }
-  if (!names.length) {
+  if (!curves.length) {
     showMessage(box, "This run logged no metrics (call run.log({\"loss\": …}, step=step)).", "empty");
     return;
   }
-  const groups = new Map();
-  for (const name of names) {
-    const key = metricGroup(name);
-    if (!groups.has(key)) groups.set(key, []);
-    groups.get(key).push(name);
-  }
-  // "loss" first: it is what everyone looks at.
-  const order = [...groups.keys()].sort(
-    (a, b) => (b === "loss") - (a === "loss") || a.localeCompare(b),
-  );
-  box.replaceChildren();
-  const jobs = order.map((key) => {
-    const div = el("div", { class: "plot metric-plot", dataset: { metric: key } });
-    box.append(div);
-    return () => drawMetricGroup(div, key, groups.get(key), run.epochs);
-  });
-  await pool(jobs, 3);
+  await drawMetrics();
 }
 
-async function drawMetricGroup(div, title, names, epochs) {
-  let series;
-  try {
-    const one = (name) => getJSON(`/runs/${runId}/metrics/${encodeURIComponent(name)}`);
-    series = await Promise.all(names.map(one));
-  } catch (err) {
-    showMessage(div, `Could not load ${title}: ${err.message}`, "error");
-    return;
+async function drawMetrics() {
+  const box = document.getElementById("metrics");
+  const groups = new Map();
+  for (const c of curves) {
+    const key = metricGroup(c.name);
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(c);
   }
-  const traces = series.map((s, i) => ({
-    x: s.steps,
-    y: s.values,
-    name: s.name,
-    type: "scatter",
-    mode: s.steps.length > 40 ? "lines" : "lines+markers",
-    line: { color: LINE_COLORS[i % LINE_COLORS.length], width: 1.8 },
-    marker: { size: 5 },
-    hovertemplate: `${s.name} %{y:.4g}<extra>step %{x}</extra>`,
-  }));
+  // "loss" first: it is what everyone looks at.
+  const order = [...groups.keys()].sort((a, b) => (b === "loss") - (a === "loss") || a.localeCompare(b));
+  if (!box.querySelector(".metric-plot")) box.replaceChildren();
+  const epochs = runInfo?.epochs || [];
+  const byEpoch = state.x === "epoch" && epochs.length > 0;
+  for (const key of order) {
+    let div = box.querySelector(`[data-metric="${CSS.escape(key)}"]`);
+    if (!div) {
+      div = el("div", { class: "plot metric-plot", dataset: { metric: key } });
+      box.append(div);
+    }
+    await drawMetricGroup(div, key, groups.get(key), epochs, byEpoch);
+    markFirstPlot();
+  }
+  const note = state.x === "epoch" && !epochs.length ? "This run logged no epochs; showing steps." : "";
+  document.getElementById("metrics-note").textContent = note;
+}
+
+async function drawMetricGroup(div, title, series, epochs, byEpoch) {
+  const traces = series.flatMap((s, i) => {
+    const color = LINE_COLORS[i % LINE_COLORS.length];
+    const x = byEpoch ? s.steps.map((st) => epochPosition(st, epochs)) : s.steps;
+    const where = byEpoch ? "epoch %{x:.2f}" : "step %{x}";
+    return bandTraces({
+      x,
+      mean: s.mean,
+      min: s.min,
+      max: s.max,
+      name: s.name,
+      color,
+      hover: `${s.name} %{y:.4g}<extra>${where}</extra>`,
+    });
+  });
+  const down = series.find((s) => s.downsampled);
+  const xTitle = byEpoch ? "epoch" : "step";
   const layout = {
     title: { text: title, font: { size: 14 }, x: 0, xanchor: "left" },
     font: FONT,
     height: 260,
     margin: { l: 50, r: 10, t: 58, b: 40 },
-    xaxis: { title: { text: "step" }, zeroline: false },
+    xaxis: {
+      title: { text: down ? `${xTitle} (${down.total.toLocaleString()} values, mean and min–max of buckets)` : xTitle },
+      zeroline: false,
+    },
     yaxis: { zeroline: false },
     showlegend: true,
     legend: { orientation: "h", x: 1, xanchor: "right", y: 1.1, yanchor: "bottom" },
-    shapes: epochShapes(epochs),
-    annotations: epochLabels(epochs),
+    shapes: byEpoch ? [] : epochShapes(epochs),
+    annotations: byEpoch ? [] : epochLabels(epochs),
     hovermode: "x",
   };
-  await Plotly.newPlot(div, traces, layout, PLOT_CONFIG);
+  await Plotly.react(div, traces, layout, PLOT_CONFIG);
+}
+
+// --- gradient flow --------------------------------------------------------------------------
+
+async function showFlow() {
+  const status = document.getElementById("flow-status");
+  try {
+    flow = await getJSON(`/runs/${runId}/flow`, { points: 400 });
+  } catch (err) {
+    showMessage(status, `Could not load the gradient flow: ${err.message}`, "error");
+    return;
+  }
+  if (!flow.layers.length) {
+    showMessage(status, "No layer with parameters recorded a weight gradient, so there is no gradient flow to show.", "empty");
+    return;
+  }
+  showMessage(status, "");
+  if (flow.lr) document.getElementById("ratio-label").textContent = "update/weight ≈ lr·|g|/|w|";
+  await drawFlow();
+}
+
+async function drawFlow() {
+  if (!flow?.layers.length) return;
+  const div = document.getElementById("flow");
+  const open = (name) => {
+    window.location.href = layerUrl(runId, name);
+  };
+  let label;
+  if (state.flow === "epochs" && flow.epochs.length) {
+    label = await drawFlowEpochs(div, flow, state.flowq);
+  } else {
+    label = await drawFlowHeatmap(div, flow, state.flowq, open);
+    label += "; click a cell to open that layer";
+  }
+  const noEpochs = state.flow === "epochs" && !flow.epochs.length ? "This run logged no epochs: showing steps. " : "";
+  document.getElementById("flow-note").textContent = `${noEpochs}Showing ${label}.`;
+}
+
+/** Load `job` once `node` scrolls near the screen: what is off screen is not fetched. */
+function whenVisible(node, job) {
+  const observer = new IntersectionObserver(
+    (entries) => {
+      if (entries.some((e) => e.isIntersecting)) {
+        observer.disconnect();
+        job();
+      }
+    },
+    { rootMargin: "200px" },
+  );
+  observer.observe(node);
 }
 
 async function showHealth() {
@@ -278,7 +368,8 @@ async function drawTrends(cell) {
   const lines = await Promise.all(
     wanted.map(async ([quantity, stat, p, color, label]) => {
       try {
-        const s = await getJSON(`/runs/${runId}/series`, { layer, quantity, stat, param: p });
+        const query = { layer, quantity, stat, param: p, points: 96 }; // one point per pixel
+        const s = await getJSON(`/runs/${runId}/series`, query);
         return el("div", { class: "spark-row" }, sparkline(s.steps, s.stats[stat], color, label));
       } catch (err) {
         return el("div", { class: "spark-row error small" }, err.message);
@@ -338,9 +429,28 @@ async function showLayers() {
   lazyTrends([...table.querySelectorAll("td.trends")]);
 }
 
+function wireControls() {
+  document.getElementById("x-axis").addEventListener("change", (e) => {
+    state.x = e.target.value;
+    writeState();
+    if (curves.length) drawMetrics();
+  });
+  document.getElementById("flow-view").addEventListener("change", (e) => {
+    state.flow = e.target.value;
+    writeState();
+    drawFlow();
+  });
+  document.getElementById("flow-quantity").addEventListener("change", (e) => {
+    state.flowq = e.target.value;
+    writeState();
+    drawFlow();
+  });
+}
+
 async function main() {
-  showHealth();
-  showLayers();
+  readState();
+  wireControls();
+  // The metric curves first: they are the first plot; the rest follows without waiting for them.
   let run;
   try {
     run = await getJSON(`/runs/${runId}`);
@@ -350,9 +460,15 @@ async function main() {
     }
     return;
   }
+  runInfo = run;
+  const metrics = showMetrics();
   showHeader(run);
   showConfig(run);
-  showMetrics(run);
+  showHealth();
+  showLayers();
+  whenVisible(document.getElementById("flow-card"), showFlow);
+  await metrics;
+  document.getElementById("app").dataset.ready = "true";
 }
 
 main();
