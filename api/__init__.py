@@ -10,6 +10,7 @@ from flask import Flask
 from api import (
     compare,
     curves,
+    diagnosis,
     errors,
     flow,
     health,
@@ -37,6 +38,7 @@ RESOURCES = (
     compare,
     flow,
     curves,
+    diagnosis,
 )
 
 

@@ -178,3 +178,37 @@ def test_every_code_explains_itself_and_suggests_a_fix(code: str) -> None:
     from tracker.diagnosis import EXPLANATIONS, SUGGESTIONS
 
     assert EXPLANATIONS[code].endswith(".") and SUGGESTIONS[code].endswith(".")
+
+
+def test_api_returns_the_same_findings_as_the_library(  # type: ignore[no-untyped-def]
+    client, demo_store: Path, demo_runs: dict[str, str]
+) -> None:
+    sick = client.get(f"/api/v1/runs/{demo_runs['sick']}/diagnosis").get_json()
+    with tracker.open_run(demo_runs["sick"], store=demo_store) as r:
+        findings = diagnose(r)
+    expected = [f.to_dict() for f in findings]
+    assert sick["findings"] == expected and sick["summary"] == summary(findings)
+    assert {"code", "layer", "first_step", "explanation", "suggestion"} <= set(expected[0])
+    healthy = client.get(f"/api/v1/runs/{demo_runs['healthy']}/diagnosis").get_json()
+    assert healthy == {"run_id": demo_runs["healthy"], "summary": "ok", "findings": []}
+    assert client.get("/api/v1/runs/0123456789abcdef/diagnosis").status_code == 404
+
+
+def test_cli_prints_findings_and_fails_on_request(demo_store: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from tracker.cli import main
+
+    runner = CliRunner()
+    text = runner.invoke(main, ["diagnose", "sick", "--store", str(demo_store)])
+    assert text.exit_code == 0, text.output
+    assert "dead_relu" in text.output and "relu3" in text.output and "try:" in text.output
+    as_json = runner.invoke(main, ["diagnose", "sick", "--store", str(demo_store), "--json"])
+    assert json.loads(as_json.output)["summary"] in {"error", "warning"}
+    failing = ["diagnose", "sick", "--store", str(demo_store), "--fail-on", "warning"]
+    assert runner.invoke(main, failing).exit_code == 1
+    healthy = ["diagnose", "healthy", "--store", str(demo_store), "--fail-on", "warning"]
+    result = runner.invoke(main, healthy)
+    assert result.exit_code == 0 and ": ok" in result.output

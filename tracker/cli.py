@@ -1,5 +1,5 @@
-"""The ``tracker`` command line: demo, ui, runs, db upgrade; store care: doctor, compact, rm, du,
-retain."""
+"""The ``tracker`` command line: demo, ui, runs, diagnose, db upgrade; store care: doctor, compact,
+rm, du, retain."""
 
 from __future__ import annotations
 
@@ -83,6 +83,48 @@ def list_runs_command(store: str | None, project: str | None) -> None:
     for r in rows:
         last = r.summary.get("last_step", "-")
         click.echo(f"{r.id}  {r.project:16.16s} {r.name:24.24s} {r.status:9s} steps..{last}")
+
+
+SEVERITY_RANK = {"ok": 0, "warning": 1, "error": 2}
+
+
+@main.command()
+@click.argument("run")
+@click.option("--store", default=None, help=STORE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print the findings as JSON")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["error", "warning", "never"]),
+    default="never",
+    show_default=True,
+    help="exit with status 1 when a finding this severe (or worse) is found, for CI checks",
+)
+def diagnose(run: str, store: str | None, as_json: bool, fail_on: str) -> None:
+    """Find dead, saturated or silent layers, vanishing or exploding gradients, NaN/Inf and
+    BatchNorm drift in RUN (an id, or the newest run with that name)."""
+    import json
+
+    from tracker.diagnosis import diagnose as diagnose_run
+    from tracker.diagnosis import summary
+    from tracker.reader import open_run
+
+    with open_run(run, store=store) as reader:
+        findings = diagnose_run(reader)
+        worst = summary(findings)
+        if as_json:
+            body = {"run_id": reader.info.id, "summary": worst}
+            click.echo(json.dumps({**body, "findings": [f.to_dict() for f in findings]}, indent=2))
+        else:
+            click.echo(f"{reader.info.name} ({reader.info.id}): {worst}")
+            for f in findings:
+                where = f.layer or "(run)"
+                steps = f"steps {f.first_step}-{f.last_step}"
+                click.echo(f"  {f.severity:7s} {f.code:18s} {where:16s} {steps}")
+                click.echo(f"          {f.message}")
+                click.echo(f"          what it means: {f.explanation}")
+                click.echo(f"          try: {f.suggestion}")
+    if fail_on != "never" and SEVERITY_RANK[worst] >= SEVERITY_RANK[fail_on]:
+        sys.exit(1)
 
 
 @main.group()
