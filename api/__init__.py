@@ -20,6 +20,7 @@ from api import (
     runs,
     series,
     tensors,
+    topk,
     usage,
 )
 from api.store import EXTENSION, close_readers
@@ -39,6 +40,7 @@ RESOURCES = (
     flow,
     curves,
     diagnosis,
+    topk,
 )
 
 

@@ -23,6 +23,7 @@ from tracker.errors import (
 from tracker.names import QUANTITIES, STAT_NAMES
 from tracker.reader import RunInfo, RunReader, list_runs, open_run
 from tracker.run import Run, init
+from tracker.topk import top_k
 from tracker.version import __version__
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "init",
     "list_runs",
     "open_run",
+    "top_k",
 ]

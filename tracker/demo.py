@@ -18,6 +18,7 @@ import tracker
 
 BATCH = 64
 N_TRAIN = 1497  # the remaining 300 of the 1,797 digits are held out for accuracy
+PROBE = 8  # held-out digits run through the model at every snapshot step
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,19 @@ def train(
         project=project, name=config.name, config=settings, store=store, tags=["demo"]
     ) as run:
         if watch:
-            run.watch(model, histogram_every=5, snapshot_every=25)
+            # Eight held-out digits as probe inputs: every snapshot step also records what the
+            # network does with the same images, so runs and epochs compare picture by picture.
+            probe = (held_x[:PROBE], held_y[:PROBE])
+            run.watch(
+                model,
+                histogram_every=5,
+                snapshot_every=25,
+                probe=probe,
+                loss_fn=F.cross_entropy,
+                # At each epoch's end, the 9 held-out digits that excite each channel most.
+                top_k=9,
+                dataset=(held_x, held_y),
+            )
         step, epoch = 0, 0
         while step < steps:
             perm = torch.randperm(N_TRAIN, generator=order)

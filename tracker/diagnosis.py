@@ -93,7 +93,8 @@ class Finding:
 
 
 class _Reader(Protocol):
-    config: dict[str, Any]
+    @property
+    def config(self) -> dict[str, Any]: ...
 
     def layers(self) -> list[str]: ...
     def layer_info(self, layer: str) -> Any: ...

@@ -26,10 +26,12 @@ from tracker.names import (
     STAT_NAMES,
     check_quantity,
     check_stat,
+    encode,
 )
 from tracker.store import Store
 from tracker.store import segment as seg
 from tracker.store.errors import SegmentMissingError
+from tracker.topk.files import TopKView, pass_info, read_top_k
 
 _RUN_ID = re.compile(r"^[0-9a-f]{8,32}$")
 _OPEN_FILES = 16  # per reader: enough for a page of plots without exhausting file handles
@@ -503,6 +505,36 @@ class RunReader:
     def epochs(self) -> list[tuple[int, int, int]]:
         """(epoch, first step, last step) for each epoch logged."""
         return [(e.epoch, e.first_step, e.last_step) for e in self._store.catalog.epochs(self.id)]
+
+    # -- top-k inputs ---------------------------------------------------------------------------
+
+    def top_k_passes(self) -> list[dict[str, Any]]:
+        """Each stored top-k pass, by step: epoch, step, k, dataset_size, input_shape, layers."""
+        rows = self._store.catalog.segments(self.id, rank=0, kinds=(seg.TOPK,))
+        return [pass_info(self._open(row.path)) for row in rows]
+
+    def top_k(self, layer: str, epoch: int | None = None, step: int | None = None) -> TopKView:
+        """``layer``'s top-k inputs per channel from the pass of ``epoch``, or at ``step``
+        (default: the newest pass); ``.values``, ``.indices``, ``.boxes``, ``.patches()``."""
+        if epoch is not None and step is not None:
+            raise InvalidArgumentError("give epoch or step, not both")
+        rows = self._store.catalog.segments(self.id, rank=0, kinds=(seg.TOPK,))
+        if not rows:
+            raise NotFoundError(
+                f"run {self.id} has no top-k inputs: watch with top_k=9, dataset=... or call "
+                "tracker.top_k(run, model, dataset)"
+            )
+        if step is not None:
+            rows = [r for r in rows if r.step_min == _check_step(step)]
+        for row in reversed(rows):  # the newest pass that matches
+            f = self._open(row.path)
+            if epoch is not None and pass_info(f)["epoch"] != epoch:
+                continue
+            if encode(layer) not in f["layers"]:
+                continue
+            return read_top_k(f, layer)
+        where = f" at epoch {epoch}" if epoch is not None else f" at step {step}" if step else ""
+        raise NotFoundError(f"no top-k inputs of layer {layer!r}{where} in run {self.id}")
 
 
 def _select_rows(index: np.ndarray, call: int | None, probe: bool = False) -> np.ndarray:

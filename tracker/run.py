@@ -34,6 +34,9 @@ from tracker.errors import InvalidArgumentError, StoreError, TrackerError
 from tracker.names import check_name
 from tracker.store import Store
 from tracker.store.compact import compact_after_finish
+from tracker.topk.collect import TopKResult
+from tracker.topk.files import save_top_k
+from tracker.topk.schedule import Every, TopKSchedule
 from tracker.version import __version__
 from tracker.writer import Writer, WriterConfig
 
@@ -143,6 +146,7 @@ class Run:
         self.tags = list(tags)
         self._lock = threading.RLock()
         self._watches: list[Watch] = []
+        self._top_k: list[TopKSchedule] = []
         self._last_step: int | None = None
         self._epoch: int | None = None
         self._finished = False
@@ -192,6 +196,11 @@ class Run:
         loss_fn: Callable[[Any, Any], Tensor] | None = None,
         probe_mode: str = "eval",
         on_problem: OnProblem = None,
+        top_k: int | None = None,
+        top_k_every: Every = "epoch",
+        dataset: Any = None,
+        top_k_layers: LayerSelector = None,
+        top_k_batch_size: int = 256,
     ) -> Watch:
         """Record the layers of ``model``: stats every ``every`` steps, histograms, snapshots.
 
@@ -206,6 +215,10 @@ class Run:
         ``on_problem``: "warn", "raise" (tracker.ProblemDetectedError from run.log) or a
         callable(finding), called within a few steps of NaN/Inf, dead ReLUs, saturation, a zero
         or an exploding gradient appearing (see tracker.alerts).
+        ``top_k``: keep, per channel of the conv and linear layers (or ``top_k_layers``), the
+        ``top_k`` inputs of ``dataset`` (held-out inputs: a tensor, an (inputs, targets) pair or
+        a Dataset) that activate it most, with their receptive-field patches; computed when a
+        new epoch begins and at finish (``top_k_every="epoch"``) or every N steps.
         """
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(
@@ -250,8 +263,17 @@ class Run:
                 probe=fixed,
                 detector=detector,
             )
+            try:
+                schedule = TopKSchedule.make(
+                    watch, top_k, top_k_every, dataset, top_k_layers, top_k_batch_size
+                )
+            except BaseException:
+                watch.close()
+                raise
             watch.begin_step(self._next_step())
             self._watches.append(watch)
+            if schedule is not None and self.owner:  # one pass per run, on rank 0
+                self._top_k.append(schedule)
         if not self.owner:  # rank 0 registers the layers (same model on every rank)
             return watch
         self._store.catalog.add_layers(
@@ -313,12 +335,39 @@ class Run:
             for watch in self._watches:
                 watch.begin_step(self._last_step + 1)
         self._engine.submit(StepItem(step, self._epoch, time.time(), values, captures))
+        for schedule in self._top_k:
+            if schedule.due_after_step(step):
+                self._run_top_k(schedule, step, self._epoch)
 
     def epoch(self, epoch: int) -> None:
         """Steps logged from now on belong to ``epoch``."""
         if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
             raise InvalidArgumentError(f"epoch must be an int >= 0, got {epoch!r}")
-        self._epoch = int(epoch)
+        previous, self._epoch = self._epoch, int(epoch)
+        if previous is not None and previous != self._epoch and self._last_step is not None:
+            for schedule in self._top_k:  # the epoch that just ended
+                if schedule.every == "epoch":
+                    self._run_top_k(schedule, self._last_step, previous)
+
+    def save_top_k(
+        self, result: TopKResult, epoch: int | None = None, step: int | None = None
+    ) -> None:
+        """Store a top-k pass (see tracker.top_k) under this run, labelled ``epoch``/``step``
+        (default: the current epoch and the last logged step)."""
+        if not self.owner:
+            return
+        epoch = self._epoch if epoch is None else epoch
+        step = (self._last_step or 0) if step is None else step
+        save_top_k(self._store, self.id, result, epoch, step, self.rank)
+
+    def _run_top_k(self, schedule: TopKSchedule, step: int, epoch: int | None) -> None:
+        if schedule.done_step == step:
+            return
+        schedule.done_step = step
+        try:
+            self.save_top_k(schedule.compute(), epoch, step)
+        except Exception as exc:  # I1: a failed top-k pass must not stop training
+            self._report("computing the top-k inputs", exc)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything logged so far is registered in the store; False on timeout."""
@@ -338,6 +387,9 @@ class Run:
                 return
             self._finished = True
             watches = list(self._watches)
+        if status == "finished" and self._last_step is not None:
+            for schedule in self._top_k:  # the last epoch's (or steps') top-k
+                self._run_top_k(schedule, self._last_step, self._epoch)
         for watch in watches:
             watch.close()
         timeout = Settings.from_env().finish_timeout

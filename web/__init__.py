@@ -68,6 +68,15 @@ def layer_page(run_id: str, layer: str) -> str | tuple[str, int]:
     return render_template("layer.html", run=reader.info, layer=layer, quantities=QUANTITIES)
 
 
+@bp.get("/runs/<run_id>/topk")
+def topk_page(run_id: str) -> str | tuple[str, int]:
+    """Per channel, the held-out inputs that activate it most (?layer=&epoch=&vs=&vs_epoch=)."""
+    reader = _reader_or_none(run_id)
+    if reader is None:
+        return _not_found(f"There is no run with id {run_id!r}.")
+    return render_template("topk.html", run=reader.info)
+
+
 @bp.get("/compare")
 def compare_page() -> str | tuple[str, int]:
     """Several runs, or epochs of one run, side by side (?runs=a,b or ?runs=a&epochs=1,5)."""

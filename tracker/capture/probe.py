@@ -51,7 +51,7 @@ class Probe:
 
     def run(self, model: nn.Module, outputs: list[Tensor]) -> None:
         """Forward (and backward to the captured ``outputs``) the probe through ``model``."""
-        with _preserved(model, self.mode), torch.enable_grad():
+        with preserved_state(model, self.mode), torch.enable_grad():
             out = model(self.inputs)
             if self.loss_fn is None or self.targets is None:
                 return
@@ -72,7 +72,7 @@ def _detached(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _preserved(model: nn.Module, mode: ProbeMode) -> Iterator[None]:
+def preserved_state(model: nn.Module, mode: ProbeMode) -> Iterator[None]:
     """Restore buffers (BatchNorm statistics), module modes and RNG state on exit."""
     modes = [(m, m.training) for m in model.modules()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]

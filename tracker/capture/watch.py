@@ -14,9 +14,10 @@ Forwards re-run inside backward (activation checkpointing) are not recorded twic
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -133,6 +134,15 @@ class Watch:
         stats, hist, snap = self.policy.cadence(step)
         self._recording = stats and not self._closed
         self._hist, self._snap = hist, snap
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Forwards inside record nothing (the tracker's own passes: top-k, receptive fields)."""
+        recording, self._recording = self._recording, False
+        try:
+            yield
+        finally:
+            self._recording = recording and not self._closed
 
     def run_probe(self) -> None:
         """At a snapshot step, record the probe inputs' activations and their gradients."""

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from tracker.catalog import MetricRow, Segment
 from tracker.errors import SchemaVersionError, StoreError
 from tracker.store import segment as seg
-from tracker.store.backend import checksum_algorithm, rank_folder
+from tracker.store.backend import StoredFile, checksum_algorithm, rank_folder
 from tracker.store.locks import RunLock, markers
 
 if TYPE_CHECKING:
@@ -164,6 +164,15 @@ def _unregistered(store: Store, relpath: str, run_id: str, rank: int, run_known:
             f"move it under damaged/ (it belongs to run {owner[0]} rank {owner[1]})",
             _set_aside(store, relpath),
         )
+    if kind == seg.TOPK:
+        if not run_known:
+            return Finding("orphan top-k file", relpath, "kept: its run is not in the catalog")
+        return Finding(
+            "unregistered top-k file",
+            relpath,
+            "register it",
+            lambda: register_top_k(store, relpath, run_id, rank),
+        )
     if kind != seg.SEGMENT:
         return Finding(
             "unregistered compacted file",
@@ -205,6 +214,18 @@ def register_segment(store: Store, relpath: str, run_id: str, rank: int) -> None
     except IntegrityError:  # its id is taken (a copied file): register it under a new one
         segment["id"] = uuid.uuid4().hex
         commit(run_id, segment, metrics, batch.epochs, batch.shapes, {}, overwrite_metrics=False)
+
+
+def register_top_k(store: Store, relpath: str, run_id: str, rank: int) -> None:
+    """Register a complete top-k file whose writer died before registering it."""
+    from tracker.topk.files import registration
+
+    with store.files.open(relpath) as f:
+        file_id = str(f.attrs.get("segment_id") or "") or uuid.uuid4().hex
+        step = int(f.attrs["step_min"])
+        nbytes = int(f.id.get_filesize())
+    info = StoredFile(relpath, nbytes, store.files.checksum(relpath))
+    store.catalog.swap_segments(run_id, [registration(file_id, rank, step, info)], [])
 
 
 def recover_rank(store: Store, run_id: str, rank: int) -> list[Finding]:

@@ -54,7 +54,8 @@ SCHEMA_VERSION = 2
 SEGMENT: Final = "segment"  # a batch of steps, as the writer wrote it
 STATS: Final = "stats"  # compacted: stats and histograms of a run
 SNAPSHOTS: Final = "snapshots"  # compacted: snapshots of an epoch
-CONTENTS: Final = (SEGMENT, STATS, SNAPSHOTS)
+TOPK: Final = "topk"  # the top-k inputs per channel of one pass (tracker/topk/files.py)
+CONTENTS: Final = (SEGMENT, STATS, SNAPSHOTS, TOPK)
 SeriesKey = tuple[str, str, str]  # layer, quantity, part
 # One metric value of a batch: name, step, value, epoch (None if not given), time.
 MetricTuple = tuple[str, int, float, int | None, float]
