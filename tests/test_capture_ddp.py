@@ -13,8 +13,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import tracker
-from tracker.store import Store
-from tracker.store import segment as seg
 
 STEPS = 3
 
@@ -73,12 +71,15 @@ def test_ddp_two_ranks_share_one_run(tmp_path: Path) -> None:
         np.testing.assert_allclose(
             r.tensor("0", "activation", 0), model[0](_batch(0, 0)[0]).detach().numpy(), rtol=1e-6
         )
-    with Store.open(store) as opened:
-        rank1 = opened.catalog.segments(run_id, rank=1)
-        assert rank1 and all(s.rank == 1 for s in rank1)
-        with opened.files.open(rank1[0].path) as f:
-            x1 = _batch(1, 0)[0]
-            got, _ = seg.read_snapshot(f, ("0", "activation", "output"), 0, 0)
-            np.testing.assert_allclose(got, model[0](x1).detach().numpy(), rtol=1e-6)
-            rank1_grad, _ = seg.read_snapshot(f, ("0", "weight_grad", "weight"), 0, 0)
-            np.testing.assert_allclose(rank1_grad, averaged.numpy(), rtol=1e-5, atol=1e-7)
+        assert r.ranks() == [0, 1]
+        x1 = _batch(1, 0)[0]
+        with r.for_rank(1) as rank1:  # each rank's own batch, the same all-reduced gradient
+            np.testing.assert_allclose(
+                rank1.tensor("0", "activation", 0), model[0](x1).detach().numpy(), rtol=1e-6
+            )
+            np.testing.assert_allclose(
+                rank1.tensor("0", "weight_grad", 0), averaged.numpy(), rtol=1e-5, atol=1e-7
+            )
+            assert rank1.series("0", "activation", "mean")[0].tolist() == list(range(STEPS))
+    with tracker.open_run(run_id, store=store, rank=1) as r1:
+        assert r1.rank == 1 and r1.tensor("0", "activation", 0).shape == (8, 12)

@@ -98,10 +98,15 @@ def _limit(names: list[str], n: int = 20) -> str:
 class RunReader:
     """Read-only view of one run's layers, stats, histograms, snapshots and metrics."""
 
-    def __init__(self, store: Store, info: RunInfo, owns_store: bool = False) -> None:
+    def __init__(
+        self, store: Store, info: RunInfo, owns_store: bool = False, rank: int = 0
+    ) -> None:
         self._store = store
         self._owns_store = owns_store
         self.info = info
+        # Under DDP each rank's tensors are its own (its batch's activations); rank 0's are read
+        # unless another is asked for. Metrics and layers belong to the run (rank 0).
+        self.rank = _check_rank(rank)
         self._files: OrderedDict[str, h5py.File] = OrderedDict()
         self._layers: dict[str, Layer] | None = None
         self._segments: list[Segment] | None = None
@@ -130,7 +135,20 @@ class RunReader:
         return self.info.config
 
     def __repr__(self) -> str:
-        return f"<RunReader {self.id} {self.project}/{self.name} {self.status}>"
+        rank = f" rank {self.rank}" if self.rank else ""
+        return f"<RunReader {self.id} {self.project}/{self.name} {self.status}{rank}>"
+
+    def ranks(self) -> list[int]:
+        """The ranks (DDP processes) that stored tensors for this run; [0] for one process."""
+        return self._store.catalog.ranks(self.id) or [0]
+
+    def for_rank(self, rank: int) -> RunReader:
+        """A reader of the same run that reads ``rank``'s tensors (sharing the open store)."""
+        if _check_rank(rank) not in self.ranks():
+            raise NotFoundError(
+                f"run {self.id} has no tensors of rank {rank}; ranks: {self.ranks()}"
+            )
+        return RunReader(self._store, self.info, owns_store=False, rank=rank)
 
     def __enter__(self) -> RunReader:
         return self
@@ -222,14 +240,16 @@ class RunReader:
     def _segment_rows(self) -> list[Segment]:
         """Files with stats and histograms, in reading order."""
         if self._segments is None:
-            self._segments = self._store.catalog.segments(self.id, rank=0, kinds=_STATS_KINDS)
+            self._segments = self._store.catalog.segments(
+                self.id, rank=self.rank, kinds=_STATS_KINDS
+            )
         return self._segments
 
     def _snapshot_rows(self) -> list[Segment]:
         """Files with snapshots, in reading order."""
         if self._snapshot_segments is None:
             self._snapshot_segments = self._store.catalog.segments(
-                self.id, rank=0, kinds=_SNAPSHOT_KINDS
+                self.id, rank=self.rank, kinds=_SNAPSHOT_KINDS
             )
         return self._snapshot_segments
 
@@ -406,7 +426,7 @@ class RunReader:
         call = _check_call(call)
         # Only the files whose step range holds ``step``: an indexed catalog query, so a step of
         # a 100,000-step run is found as fast as one of a 100-step run.
-        covering = self._store.catalog.segments_at(self.id, 0, step, _SNAPSHOT_KINDS)
+        covering = self._store.catalog.segments_at(self.id, self.rank, step, _SNAPSHOT_KINDS)
         chosen = self._snapshot_calls(key, call, probe, covering)
         if step in chosen:
             segment, which = chosen[step]
@@ -568,6 +588,12 @@ def _check_call(call: Any) -> int | None:
     return int(call)
 
 
+def _check_rank(rank: Any) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, int | np.integer) or rank < 0:
+        raise InvalidArgumentError(f"rank must be an int >= 0, got {rank!r}")
+    return int(rank)
+
+
 def _check_step(step: Any) -> int:
     if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
         raise InvalidArgumentError(f"step must be an int >= 0, got {step!r}")
@@ -596,8 +622,10 @@ def open_run(
     run: str,
     project: str | None = None,
     store: str | os.PathLike[str] | Store | None = None,
+    rank: int = 0,
 ) -> RunReader:
-    """Open a run for reading by id, or by name (the newest run of that name).
+    """Open a run for reading by id, or by name (the newest run of that name); ``rank`` picks
+    which DDP process's tensors are read (default 0).
 
     >>> r = tracker.open_run("relu-lr0.1", project="digits")
     >>> steps, values = r.series("conv1", "activation", "mean")
@@ -610,7 +638,7 @@ def open_run(
         if owns:
             opened.close()
         raise
-    return RunReader(opened, info, owns_store=owns)
+    return RunReader(opened, info, owns_store=owns, rank=rank)
 
 
 def list_runs(
