@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import tracker
@@ -35,6 +36,9 @@ def test_top_inputs_grid_and_comparison(
     assert tab.page.locator(".topk-grid").count() == 2
     assert tab.query()["vs"] == [healthy] and tab.query()["layer"] == ["conv2"]
     tab.screenshot("topk-compare")
+    if os.environ.get("TRACKER_DOCS_IMAGES"):  # regenerate docs/reading-the-panels.md's picture
+        clip = {"x": 0, "y": 0, "width": 1600, "height": 1100}
+        tab.page.screenshot(path=str(DOCS_IMAGES / "guide-topk.png"), clip=clip)
     tab.assert_clean()
 
 
