@@ -9,10 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from tracker.capture import stats
 from tracker.capture.stats import StatsBatch, reference_stats
 from tracker.names import STAT_INDEX
 
 RTOL = 2e-5
+
+
+@pytest.fixture(autouse=True, params=["numpy", "torch"])
+def reduction_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on both paths: NumPy for CPU tensors, torch ops as on accelerators."""
+    monkeypatch.setattr(stats, "HOST_REDUCTION", request.param == "numpy")
+    return str(request.param)
 
 
 def _row(t: torch.Tensor, kind: str | None = None) -> np.ndarray:
