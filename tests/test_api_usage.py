@@ -14,7 +14,7 @@ def test_usage_counts_the_run_files(client, demo_store: Path, demo_runs: dict[st
     assert body["run_id"] == run_id and body["compacted"] is True
     assert body["on_disk"] == {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
     assert body["live"] == body["on_disk"] and body["superseded"] == {"files": 0, "bytes": 0}
-    assert set(body["by_kind"]) == {"stats", "snapshots"}
+    assert set(body["by_kind"]) == {"stats", "snapshots", "topk"}  # the demo records top-k
 
 
 def test_usage_of_an_unknown_or_malformed_run(client) -> None:  # type: ignore[no-untyped-def]
