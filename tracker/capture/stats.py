@@ -23,7 +23,7 @@ ActivationKind = Literal["relu", "sigmoid", "tanh"] | None
 N_STATS = len(STAT_NAMES)
 # var < this * mean^2 means float32 sum-of-squares lost most significant digits of var.
 _CANCELLATION = 1e-4
-_HOST_FLOAT64_MAX = 1 << 16  # elements
+_HOST_FLOAT64_MAX = 1 << 12  # elements: biases, norm weights, small layers
 # CPU tensors are reduced with NumPy (see _host_pending); tests turn this off to check the
 # torch path that accelerators take on the CPU too.
 HOST_REDUCTION = True
