@@ -76,9 +76,10 @@ def test_a_slow_run_is_committed_by_time(writer_store: Store) -> None:
     w.close(timeout=10)
 
 
-def test_catalog_failure_keeps_metrics_for_the_next_commit(
+def test_a_segment_whose_registration_failed_is_registered_at_the_next_commit(
     writer_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A database restart delays a segment's registration; nothing is lost or duplicated."""
     problems: list = []
     real = writer_store.catalog.commit_batch
     calls = {"n": 0}
@@ -96,14 +97,34 @@ def test_catalog_failure_keeps_metrics_for_the_next_commit(
     assert w.close(timeout=10)
     assert [m.step for m in writer_store.catalog.metric(RUN, "loss")] == list(range(10))
     assert problems and "database restarting" in str(problems[0][1])
-    assert w.counters["unregistered_segments"] == 1  # its file stays on disk for recovery
-    assert len(writer_store.catalog.segments(RUN)) == 1
-    # The lock file stays too, so the next open of the store registers the lost segment.
+    assert w.counters["unregistered_segments"] == 1 and w.counters["late_registrations"] == 1
+    segments = writer_store.catalog.segments(RUN)
+    assert sorted((s.step_min, s.step_max) for s in segments) == [(0, 4), (5, 9)]
+    assert markers(writer_store.root) == []  # all registered: a clean finish
+
+
+def test_a_catalog_down_until_the_end_leaves_its_segments_to_recovery(
+    writer_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    problems: list = []
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(writer_store.catalog, "commit_batch", down)
+    w = _writer(writer_store, problems, steps_per_segment=5, flush_seconds=3600)
+    for step in range(10):
+        w.put(_record(step))
+    assert not w.flush(timeout=10)  # not acknowledged: nothing is registered
+    w.close(timeout=10)
+    assert writer_store.catalog.segments(RUN) == []
+    # The lock file stays, so the next open of the store registers both segments.
     assert [m.run_id for m in markers(writer_store.root)] == [RUN]
     monkeypatch.undo()
     with Store(writer_store.root, writer_store.catalog.url) as reopened:
         segments = reopened.catalog.segments(RUN)
         assert [(s.step_min, s.step_max) for s in segments] == [(0, 4), (5, 9)]
+        assert [m.step for m in reopened.catalog.metric(RUN, "loss")] == list(range(10))
         assert markers(reopened.root) == []
 
 

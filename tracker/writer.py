@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tracker.capture.engine import StepRecord
 from tracker.catalog import MetricRow
@@ -83,6 +84,10 @@ class Writer:
         self._epochs: dict[int, tuple[int, int]] = {}
         self._shapes: dict[str, dict[str, list[int]]] = {}
         self._pending_since: float | None = None
+        # Segments written durably whose registration failed (the catalog was down): retried at
+        # every later commit, so a database restart delays visibility but loses nothing.
+        self._unregistered: list[dict[str, Any]] = []
+        self._retry_at = 0.0
         self._lock = store.lock(run_id, rank, "writer")
         try:
             if not self._lock.acquire():
@@ -110,12 +115,14 @@ class Writer:
         self._queue.put(record)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Write out everything queued so far; False if it took longer than ``timeout``."""
+        """Write out and register everything queued so far; False if that took longer than
+        ``timeout`` or something could not be registered yet (it is retried, and kept for
+        recovery if this process dies)."""
         if not self._thread.is_alive():
             return False
         done = threading.Event()
         self._queue.put(done)
-        return done.wait(timeout)
+        return done.wait(timeout) and not self._unregistered and self._pending_since is None
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush, then stop the thread."""
@@ -135,7 +142,7 @@ class Writer:
             if item is None:
                 self._commit()
                 # A segment that could not be registered stays for recovery: keep the lock file.
-                self._lock.release(finished=not self.counters["unregistered_segments"])
+                self._lock.release(finished=not self._unregistered)
                 return
             if isinstance(item, threading.Event):
                 self._commit()
@@ -165,6 +172,8 @@ class Writer:
             self._shapes.setdefault(layer, {}).update(parts)
 
     def _due(self) -> bool:
+        if self._unregistered and time.monotonic() >= self._retry_at:
+            return True
         if self._pending_since is None:
             return False
         cfg = self.config
@@ -174,7 +183,23 @@ class Writer:
             or time.monotonic() - self._pending_since >= cfg.flush_seconds
         )
 
+    def _register_retries(self) -> bool:
+        """Register segments whose earlier registration failed; True when none is left."""
+        while self._unregistered:
+            try:
+                self._store.catalog.commit_batch(
+                    self._run_id, self._unregistered[0], [], {}, {}, self._counters()
+                )
+            except Exception as exc:
+                self._on_error("registering a segment in the catalog", exc)
+                return False
+            self._unregistered.pop(0)
+            self.counters["late_registrations"] += 1
+        return True
+
     def _commit(self) -> None:
+        if not self._register_retries():
+            self._retry_at = time.monotonic() + self.config.flush_seconds
         if self._pending_since is None:
             return
         builder, self._builder = self._builder, SegmentBuilder(self._run_id, self._rank)
@@ -212,7 +237,9 @@ class Writer:
             self._on_error("registering a segment in the catalog", exc)
             if segment is not None:
                 self.counters["unregistered_segments"] += 1
+                self._unregistered.append(segment)
             self._pending_since = time.monotonic()
+            self._retry_at = self._pending_since + self.config.flush_seconds
             return
         self._metrics = []
         self._epochs = {}
