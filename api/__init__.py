@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask
 
 from api import (
+    auth,
     compare,
     curves,
     diagnosis,
@@ -15,6 +16,7 @@ from api import (
     flow,
     health,
     histograms,
+    ingest,
     layers,
     metrics,
     runs,
@@ -41,6 +43,7 @@ RESOURCES = (
     curves,
     diagnosis,
     topk,
+    ingest,
 )
 
 
@@ -52,9 +55,10 @@ def create_app(
     """Create the API app over ``store`` (a folder, default $TRACKER_STORE, or an open Store)."""
     app = Flask(__name__, static_folder=None)  # the web blueprint owns the static files
     app.config.update(
-        MAX_CONTENT_LENGTH=64 << 20,
+        MAX_CONTENT_LENGTH=512 << 20,  # segment uploads (streamed to disk); JSON: ingest.py
         JSON_SORT_KEYS=False,
     )
+    app.config[auth.READ_AUTH] = os.environ.get(auth.READ_AUTH, "") not in ("", "0")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if config:
         app.config.update(config)
@@ -62,6 +66,7 @@ def create_app(
     app.extensions[EXTENSION] = opened
     for resource in RESOURCES:
         app.register_blueprint(resource.bp, url_prefix=PREFIX)
+    auth.register(app, PREFIX)
     errors.register(app)
     app.teardown_appcontext(close_readers)
     return app

@@ -114,3 +114,26 @@ def test_rm_asks_then_deletes_files_and_rows(tmp_path: Path) -> None:
     assert tracker.list_runs(store=root) == []
     missing = CliRunner().invoke(main, ["rm", run_id, "--yes", "--store", str(root)])
     assert missing.exit_code != 0 and "no run with id or name" in str(missing.exception)
+
+
+def test_token_create_list_revoke(tmp_path: Path) -> None:
+    from tracker.catalog.tokens import verify_token
+    from tracker.store import Store
+
+    store = str(tmp_path / "s")
+    runner = CliRunner()
+    created = runner.invoke(main, ["token", "create", "--project", "p", "--store", store])
+    assert created.exit_code == 0, created.output
+    text = created.stdout.strip()
+    token_id = text.split("_")[1]
+    listed = runner.invoke(main, ["token", "list", "--store", store])
+    assert token_id in listed.output and "active" in listed.output and text not in listed.output
+    with Store.open(store) as opened:
+        assert verify_token(opened.catalog, text) is not None
+    revoked = runner.invoke(main, ["token", "revoke", token_id, "--store", store])
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    assert "revoked" in runner.invoke(main, ["token", "list", "--store", store]).output
+    with Store.open(store) as opened:
+        assert verify_token(opened.catalog, text) is None
+    bad = runner.invoke(main, ["token", "revoke", "nothex", "--store", store])
+    assert bad.exit_code != 0

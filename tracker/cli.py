@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from tracker.config import Settings, resolve_store_path
+from tracker.config import resolve_store_path
 from tracker.errors import TrackerError
 from tracker.store import Store
 
@@ -188,9 +188,7 @@ def doctor(store: str | None, dry_run: bool, checksums: bool, delete_orphans: bo
     """
     from tracker.store.doctor import diagnose
 
-    root = resolve_store_path(store)
-    url = Settings.from_env().database_url
-    with Store(root, url, recover=False) as opened:  # recovery on open would repair already
+    with Store.open(store, recover=False) as opened:  # recovery on open would repair already
         findings = diagnose(
             opened, repair_now=not dry_run, checksums=checksums, delete_orphans=delete_orphans
         )
@@ -198,7 +196,7 @@ def doctor(store: str | None, dry_run: bool, checksums: bool, delete_orphans: bo
         click.echo(str(finding))
     left = [f for f in findings if f.serious and not f.done]
     if not findings:
-        click.echo(f"{root}: no problems found")
+        click.echo(f"{opened.location}: no problems found")
     elif dry_run:
         click.echo(f"{len(left)} problem(s) found; run without --dry-run to repair them")
     else:
@@ -315,6 +313,55 @@ def retain(
                 click.echo(str(compact_run(opened, run_id, snapshot_every=snapshots_every)))
         if not chosen:
             click.echo(f"no runs ended more than {older_than:g} days ago")
+
+
+@main.group()
+def token() -> None:
+    """Create, list and revoke API tokens (writes to a tracker server need one)."""
+
+
+@token.command("create")
+@click.option("--project", default=None, help="the only project it may write to (default: all)")
+@click.option("--name", default="token", show_default=True, help="a label to recognise it by")
+@click.option("--store", default=None, help=STORE_HELP)
+def token_create(project: str | None, name: str, store: str | None) -> None:
+    """Create a token and print it (once: only its hash is stored)."""
+    from tracker.catalog.tokens import create_token
+
+    with Store.open(store) as opened:
+        info, text = create_token(opened.catalog, name, project)
+    click.echo(text)
+    scope = f"project {info.project}" if info.project else "every project"
+    click.echo(
+        f"token {info.id} ({info.name}) for {scope}; keep it: it is not shown again", err=True
+    )
+
+
+@token.command("list")
+@click.option("--store", default=None, help=STORE_HELP)
+def token_list(store: str | None) -> None:
+    """List tokens (ids, names, projects, state); never their secrets."""
+    from tracker.catalog.tokens import list_tokens
+
+    with Store.open(store) as opened:
+        rows = list_tokens(opened.catalog)
+    for t in rows:
+        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+        click.echo(f"{t.id}  {t.name:20s} {t.project or '*':20s} {t.created_at:%Y-%m-%d}  {state}")
+    if not rows:
+        click.echo("no tokens; create one with `tracker token create --project NAME`")
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@click.option("--store", default=None, help=STORE_HELP)
+def token_revoke(token_id: str, store: str | None) -> None:
+    """Revoke a token by id: requests with it are refused from now on."""
+    from tracker.catalog.tokens import check_token_id, revoke_token
+
+    with Store.open(store) as opened:
+        info = revoke_token(opened.catalog, check_token_id(token_id))
+    click.echo(f"revoked token {info.id} ({info.name})")
 
 
 def run() -> None:

@@ -16,9 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from tracker.errors import SchemaVersionError, StoreError
 
 # The newest migration in migrations/versions; a test checks this against Alembic's head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 # Every revision this code knows, oldest first; an unknown one means a newer tracker wrote it.
-KNOWN_REVISIONS = ("0001", "0002")
+KNOWN_REVISIONS = ("0001", "0002", "0003")
 _PG_MIGRATION_LOCK = 0x7472_6163  # pg_advisory_lock key: "trac"
 
 

@@ -166,3 +166,20 @@ class Epoch(Base):
     def __repr__(self) -> str:
         steps = f"{self.first_step}-{self.last_step}"
         return f"Epoch(run_id={self.run_id!r}, epoch={self.epoch}, steps={steps})"
+
+
+class Token(Base):
+    """An API token: only the SHA-256 of its secret is kept; scoped to one project or to all."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    # None: every project (an admin token); otherwise the only project it may write to.
+    project: Mapped[str | None] = mapped_column(String(256), default=None)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    def __repr__(self) -> str:
+        return f"Token(id={self.id!r}, name={self.name!r}, project={self.project!r})"
