@@ -4,7 +4,9 @@ Every route takes the same selection:
 
 - ``runs=a,b,...`` (1 to 8 run ids); with one run, ``epochs=1,5,...`` compares its epochs;
 - ``align=step|epoch``: runs by global step, or by epoch (x = epoch + fraction of it); epochs of
-  one run are always aligned by the steps since each epoch began.
+  one run are always aligned by the steps since each epoch began;
+- ``probe=1``: the probe inputs' rows (run.watch(probe=...)) for activations and their
+  gradients; weights and their gradients do not depend on the inputs and ignore it.
 
 Routes: ``/compare`` (one stat of one layer, overlaid curves, downsampled), ``/compare/layers``
 (the layers that differ most, scored in aligned.py), ``/compare/histograms`` (at one aligned
@@ -128,6 +130,12 @@ def x_label(chosen: list[Entry], how: str) -> str:
     return "step" if how == "step" else "epoch"
 
 
+def probe_for(quantity: str, probe: bool) -> bool:
+    """``probe`` for activations and their gradients; weights do not depend on the inputs, so
+    they are always the training rows (a probe pass records no weights)."""
+    return probe and quantity not in PARAM_QUANTITIES
+
+
 def _tensor_query() -> tuple[str, str, str | None]:
     layer = arg("layer") or ""
     quantity = check_quantity(arg("quantity") or "")
@@ -146,7 +154,7 @@ def curves() -> dict[str, Any]:
     stat = arg("stat", required=False) or DEFAULT_STAT[quantity]
     column = check_stat(stat)
     points = points_arg() or DEFAULT_POINTS
-    probe = bool_arg("probe")
+    probe = probe_for(quantity, bool_arg("probe"))
     out = []
     for e in chosen:
         try:
@@ -218,7 +226,10 @@ def layers() -> dict[str, Any]:
     probe = bool_arg("probe")
     names = chosen[0].reader.layers()
     shared = set(names).intersection(*(set(e.reader.layers()) for e in chosen[1:]))
-    flags = {e.reader.id: e.reader.health() for e in chosen}
+    flags = {}
+    for e in chosen:  # once per run: epochs of one run share its flags
+        if e.reader.id not in flags:
+            flags[e.reader.id] = e.reader.health()
     rows: list[dict[str, Any]] = []
     for depth, layer in enumerate(names):
         if layer not in shared:
@@ -231,7 +242,9 @@ def layers() -> dict[str, Any]:
             xs, ys, last = [], [], []
             try:
                 for e in chosen:
-                    steps, values = e.reader.series(layer, quantity, use, part, None, probe)
+                    steps, values = e.reader.series(
+                        layer, quantity, use, part, None, probe_for(quantity, probe)
+                    )
                     x, y = _positions(e, steps, values, how)
                     xs.append(x)
                     ys.append(y)
@@ -319,7 +332,7 @@ def histograms() -> dict[str, Any]:
     chosen = entries()
     how = align_arg(chosen)
     layer, quantity, param = _tensor_query()
-    probe = bool_arg("probe")
+    probe = probe_for(quantity, bool_arg("probe"))
     found = []
     for e in chosen:
         try:
@@ -424,6 +437,7 @@ def tensors() -> dict[str, Any]:
         raise ApiError(400, f"probe must be auto, 0 or 1; got {raw_probe!r}")
     probe_steps = _snapshot_steps(chosen, layer, quantity, param, True)
     probe = raw_probe == "1" or (raw_probe == "auto" and all(len(p) for p in probe_steps))
+    probe = probe_for(quantity, probe)
     available = probe_steps if probe else _snapshot_steps(chosen, layer, quantity, param, False)
     picks = _pick(chosen, available, how)
     out: list[dict[str, Any]] = []

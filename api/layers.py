@@ -1,4 +1,9 @@
-"""Layers of a run: GET /api/v1/runs/<id>/layers and /runs/<id>/layers/<name>."""
+"""Layers of a run: GET /api/v1/runs/<id>/layers and /runs/<id>/layers/<name>.
+
+``latest=0`` leaves out the latest stats and health flags: type, shapes and parameters come from
+the catalog alone, at once, where reading every layer's latest stats takes a second for a run of
+hundreds of layers (pages that only need a layer's parameters ask for this).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,23 @@ from typing import Any
 
 from flask import Blueprint
 
-from api.store import finite_or_none, get_reader
+from api.query import bool_arg
+from api.store import arg, finite_or_none, get_reader
 from tracker.names import STAT_NAMES
 from tracker.reader import RunReader
 
 bp = Blueprint("layers", __name__)
 
 
+def _with_latest() -> bool:
+    """``latest`` (default 1): include the latest stats and health flags."""
+    return arg("latest", required=False) is None or bool_arg("latest")
+
+
 def _describe(reader: RunReader, names: list[str]) -> list[dict[str, Any]]:
-    """Layer info with latest stats per quantity/part and health flags."""
+    """Layer info with latest stats per quantity/part and health flags (unless latest=0)."""
+    if not _with_latest():
+        return [reader.layer_info(name) for name in names]
     latest = reader.latest()
     flags = reader.health(latest)
     out = []

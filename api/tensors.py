@@ -1,4 +1,8 @@
-"""Snapshots: GET /api/v1/runs/<id>/tensor (JSON or .npy) and /runs/<id>/snapshots (their steps)."""
+"""Snapshots: GET /api/v1/runs/<id>/tensor (JSON or .npy) and /runs/<id>/snapshots (their steps).
+
+Both take ``probe=1`` for the probe inputs' snapshots (run.watch(probe=...)) instead of the
+training batch's.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import numpy as np
 from flask import Blueprint, Response
 
 from api.errors import ApiError
+from api.query import bool_arg
 from api.store import arg, finite_or_none, get_reader, int_arg
 from tracker.names import check_quantity
 
@@ -22,8 +27,15 @@ def steps(run_id: str) -> dict[str, Any]:
     quantity = check_quantity(arg("quantity") or "")
     param = arg("param", required=False)
     call = int_arg("call", required=False, default=None, maximum=10_000)
-    found = get_reader(run_id).steps(layer, quantity, param, call)
-    return {"layer": layer, "quantity": quantity, "param": param, "steps": found.tolist()}
+    probe = bool_arg("probe")
+    found = get_reader(run_id).steps(layer, quantity, param, call, probe)
+    return {
+        "layer": layer,
+        "quantity": quantity,
+        "param": param,
+        "probe": probe,
+        "steps": found.tolist(),
+    }
 
 
 @bp.get("/runs/<run_id>/tensor")
@@ -37,7 +49,9 @@ def get(run_id: str) -> Any:
     fmt = arg("format", required=False, default="json")
     if fmt not in ("json", "npy"):
         raise ApiError(400, f"format must be 'json' or 'npy', got {fmt!r}")
-    data, meta = get_reader(run_id).tensor_with_meta(layer, quantity, step or 0, param, call)
+    probe = bool_arg("probe")
+    reader = get_reader(run_id)
+    data, meta = reader.tensor_with_meta(layer, quantity, step or 0, param, call, probe)
     if fmt == "npy":
         buf = io.BytesIO()
         np.save(buf, data, allow_pickle=False)
@@ -53,6 +67,7 @@ def get(run_id: str) -> Any:
             "quantity": quantity,
             "param": param,
             "step": step,
+            "probe": probe,
             "call": meta["call"],
             "shape": list(data.shape),
             "full_shape": meta["full_shape"],

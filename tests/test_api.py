@@ -141,3 +141,14 @@ def test_one_layer_and_degraded_flag(client, demo_runs: dict[str, str]) -> None:
     assert any(f["code"] == "dead_relu" for f in layer["flags"])
     assert "no layer 'relu9'" in _error(client.get(f"{API}/runs/{rid}/layers/relu9"), 404)
     assert client.get(f"{API}/runs/{rid}").get_json()["degraded"] is False
+
+
+def test_layers_without_latest_stats(client, demo_runs: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    rid = demo_runs["sick"]
+    layers = client.get(f"{API}/runs/{rid}/layers?latest=0").get_json()["layers"]
+    assert [layer["name"] for layer in layers][:2] == ["conv1", "relu1"]
+    assert layers[0]["params"] == {"weight": [16, 1, 3, 3], "bias": [16]}
+    assert "latest" not in layers[0] and "flags" not in layers[0]
+    one = client.get(f"{API}/runs/{rid}/layers/fc1?latest=0").get_json()
+    assert one["type"] == "Linear" and "flags" not in one
+    assert "must be 0 or 1" in _error(client.get(f"{API}/runs/{rid}/layers?latest=x"), 400)
