@@ -45,7 +45,7 @@ def test_layer_page(client, demo_runs):
     assert 'data-layer="conv1"' in html
     for quantity in ("activation", "activation_grad", "weight", "weight_grad"):
         assert f'id="panel-{quantity}"' in html
-    assert html.count("How to read this") == 4
+    assert html.count("How to read this") == 5  # four quantities and the histogram over time
     assert 'id="step"' in html
     assert 'id="sample"' in html
     assert 'id="param"' in html
@@ -71,6 +71,42 @@ def test_unknown_run_is_404_page(client, path):
     assert response.status_code == 404
     assert response.mimetype == "text/html"
     assert "Not found" in response.get_data(as_text=True)
+
+
+def test_compare_page(client, demo_runs):
+    ids = f"{demo_runs['healthy']},{demo_runs['sick']}"
+    response = client.get(f"/compare?runs={ids}")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert f'data-runs="{ids}"' in html
+    assert "<title>Compare healthy vs sick · tracker</title>" in html
+    for element in ('id="differ"', 'id="curves"', 'id="overlay"', 'id="diff"', 'id="snapshots"'):
+        assert element in html
+    assert "/assets/compare.js" in html
+    assert html.count("How to read this") == 5  # every panel explains itself
+
+
+def test_compare_page_of_one_run_compares_its_epochs(client, demo_runs):
+    html = client.get(f"/compare?runs={demo_runs['sick']}&epochs=0,2").get_data(as_text=True)
+    assert f'data-runs="{demo_runs["sick"]}"' in html
+    assert 'id="epochs"' in html
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("", "Pick runs to compare"), ("?runs=0123456789abcdef", "no run with id")],
+)
+def test_compare_page_without_known_runs_is_404(client, query, message):
+    response = client.get(f"/compare{query}")
+    assert response.status_code == 404
+    assert message in response.get_data(as_text=True)
+
+
+def test_run_page_has_diagnosis_and_flow(client, demo_runs):
+    html = client.get(f"/runs/{demo_runs['sick']}").get_data(as_text=True)
+    for element in ('id="diagnosis"', 'id="diagnosis-status"', 'id="flow"', 'id="flow-view"'):
+        assert element in html
+    assert "What tracker found wrong in this run" in html
 
 
 def test_unknown_layer_is_404_page(client, demo_runs):
@@ -102,7 +138,7 @@ def test_static_files_are_served(client, name):
 
 def test_pages_reference_existing_assets(client, demo_runs):
     run_id = demo_runs["healthy"]
-    for path in ("/", f"/runs/{run_id}", f"/runs/{run_id}/layers/conv1"):
+    for path in ("/", f"/runs/{run_id}", f"/runs/{run_id}/layers/conv1", f"/compare?runs={run_id}"):
         html = client.get(path).get_data(as_text=True)
         for asset in re.findall(r'(?:src|href)="(/assets/[^"]+)"', html):
             response = client.get(asset)
@@ -123,7 +159,8 @@ def test_no_external_urls(path):
 def test_pages_have_no_inline_script(client, demo_runs):
     """All JS lives in static files, so a Content-Security-Policy of script-src 'self' works."""
     run_id = demo_runs["healthy"]
-    for path in ("/", f"/runs/{run_id}", f"/runs/{run_id}/layers/conv1", "/runs/0123456789abcdef"):
+    pages = ("/", f"/runs/{run_id}", f"/runs/{run_id}/layers/conv1", f"/compare?runs={run_id}")
+    for path in (*pages, "/runs/0123456789abcdef"):
         html = client.get(path).get_data(as_text=True)
         scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", html, flags=re.DOTALL)
         for attrs, body in scripts:

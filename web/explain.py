@@ -127,6 +127,22 @@ PANELS: dict[str, Panel] = {
             "to keep runs whose name, project, status, tag or config contains every word.",
         ),
     ),
+    "diagnosis": Panel(
+        "What tracker found wrong in this run, worst and earliest first: for each problem, the "
+        "layer, the steps it covers, what it means and what to try.",
+        (
+            "The diagnosis reads the statistics stored for every layer and step (no tensor is "
+            "recomputed) and looks for NaN/Inf, dead ReLU units, saturated sigmoid/tanh outputs, "
+            "weight gradients that are exactly zero, vanishing or exploding gradient norms, "
+            "updates that are far too small or too large for the weights (lr·|g|/|w|), and "
+            "BatchNorm statistics that never settle.",
+            "Errors (✖) stop a layer from learning; warnings (⚠) slow it down or hint at "
+            "trouble to come. Fix the earliest error first: a dead ReLU starves every layer "
+            "before it of gradient, so their no-gradient findings usually go away with it. The "
+            "same findings mark the rows of the layer table below, and `tracker diagnose RUN` "
+            "prints them in a terminal.",
+        ),
+    ),
     "metrics": Panel(
         "Every scalar the script logged (loss, accuracy, …) against the training step or the "
         "epoch; a loss that stays flat or jumps up means training is not working.",

@@ -170,6 +170,54 @@ export function flagChip(flag) {
   );
 }
 
+// --- Plotly, loaded with `async` --------------------------------------------------------------
+// Evaluating Plotly's 3.5 MB takes about a second on a slow machine; pages load it with `async`
+// and start their API requests at once instead of after it. A page may instead only preload it
+// (<link rel="preload" data-plotly>): then the first call to plotly() runs it, so the page can
+// draw something first. Draw only through these helpers.
+
+let plotlyPromise = null;
+
+/** Resolves to Plotly once its <script data-plotly> has run (adding the script if preloaded). */
+export function plotly() {
+  if (!plotlyPromise) {
+    plotlyPromise = window.Plotly
+      ? Promise.resolve(window.Plotly)
+      : new Promise((resolve, reject) => {
+          let tag = document.querySelector("script[data-plotly]");
+          const preloaded = document.querySelector("link[data-plotly]");
+          if (!tag && preloaded) {
+            tag = document.createElement("script");
+            tag.src = preloaded.href;
+            tag.dataset.plotly = "";
+            document.head.append(tag);
+          }
+          if (!tag) {
+            reject(new Error("this page does not load Plotly"));
+            return;
+          }
+          tag.addEventListener("load", () => resolve(window.Plotly));
+          tag.addEventListener("error", () => reject(new Error("could not load Plotly from this server")));
+        });
+  }
+  return plotlyPromise;
+}
+
+/** Plotly.react, once Plotly is loaded. */
+export async function react(div, data, layout, config = PLOT_CONFIG) {
+  return (await plotly()).react(div, data, layout, config);
+}
+
+/** Plotly.relayout, once Plotly is loaded. */
+export async function relayout(div, update) {
+  return (await plotly()).relayout(div, update);
+}
+
+/** Remove a chart (nothing to do when Plotly has not drawn one yet). */
+export function purge(div) {
+  if (window.Plotly) window.Plotly.purge(div);
+}
+
 /** Plotly config shared by all charts: no logo, no cloud buttons, resize with the window. */
 export const PLOT_CONFIG = {
   displaylogo: false,
@@ -183,8 +231,10 @@ export const FONT = {
   color: "#222",
 };
 
-/** Faint vertical lines at the first step of every epoch but the first. */
+/** Faint vertical lines at the first step of every epoch but the first (none for more than 40
+ * epochs: they would hide the data). */
 export function epochShapes(epochs) {
+  if ((epochs || []).length > 40) return [];
   return (epochs || [])
     .filter((e) => e.first_step > 0)
     .map((e) => ({
@@ -240,7 +290,8 @@ export function writeQuery(values) {
   history.replaceState(null, "", `${window.location.pathname}${qs ? `?${qs}` : ""}`);
 }
 
-/** Mark the moment the page's first chart is drawn (bench/ui.py reads it). */
+/** Mark the moment the page's first chart (the runs page: its table) is drawn; bench/ui.py
+ * measures the time from navigation to this mark. */
 export function markFirstPlot() {
   if (!performance.getEntriesByName("first-plot").length) performance.mark("first-plot");
 }

@@ -1,12 +1,29 @@
 // Gradient flow of one run: every layer's weight-gradient norm (or |g|/|w|) by depth, as a
 // heatmap layers x steps or as one line per epoch against depth.
 
-import { FONT, PLOT_CONFIG, SEQUENTIAL, fmt, powerTicks, viridis } from "./common.js";
+import { FONT, PLOT_CONFIG, SEQUENTIAL, fmt, powerTicks, react, viridis } from "./common.js";
 
 const MAX_EPOCH_LINES = 10;
 
 function log10Matrix(rows) {
   return rows.map((r) => r.map((v) => (v === null || v <= 0 ? null : Math.log10(v))));
+}
+
+/** Exact zeros (a gradient that vanished completely) one decade below the smallest value, on
+ * the darkest colour, so they read as "nothing" rather than as a gap in the recording. */
+function withZeros(rows, z, lo) {
+  const floor = Math.floor(lo) - 1;
+  let found = false;
+  const out = z.map((row, i) =>
+    row.map((v, j) => {
+      if (rows[i][j] === 0) {
+        found = true;
+        return floor;
+      }
+      return v;
+    }),
+  );
+  return { z: out, floor: found ? floor : null };
 }
 
 function range(matrix) {
@@ -40,13 +57,18 @@ export function flowQuantity(flow, which) {
 /** Heatmap: one row per layer (first layer on top), one column per bucket of steps. */
 export async function drawFlowHeatmap(div, flow, which, onLayer) {
   const q = flowQuantity(flow, which);
-  const z = log10Matrix(q.steps);
-  const [lo, hi] = range(z);
+  const logs = log10Matrix(q.steps);
+  const [lo, hi] = range(logs);
+  const { z, floor } = withZeros(q.steps, logs, lo);
   const names = flow.layers.map((l) => l.name);
-  const text = q.steps.map((row, i) =>
-    row.map((v, j) => `${names[i]} · steps ${flow.steps[j]}–${flow.steps[j] + flow.bucket - 1}<br>${q.short} = ${fmt(v)}`),
-  );
+  const span = (j) => (flow.bucket > 1 ? `steps ${flow.steps[j]}–${flow.steps[j] + flow.bucket - 1}` : `step ${flow.steps[j]}`);
+  const value = (v) => (v === 0 ? "0 (no gradient at all)" : v === null ? "not recorded" : fmt(v));
+  const text = q.steps.map((row, i) => row.map((v, j) => `${names[i]} · ${span(j)}<br>${q.short} = ${value(v)}`));
   const ticks = powerTicks(lo, hi);
+  if (floor !== null) {
+    ticks.tickvals = [floor, ...ticks.tickvals];
+    ticks.ticktext = ["0", ...ticks.ticktext];
+  }
   const trace = {
     type: "heatmap",
     x: flow.steps,
@@ -56,7 +78,7 @@ export async function drawFlowHeatmap(div, flow, which, onLayer) {
     hovertemplate: "%{text}<extra></extra>",
     hoverongaps: false,
     colorscale: SEQUENTIAL,
-    zmin: lo,
+    zmin: floor ?? lo,
     zmax: hi,
     colorbar: { title: { text: q.short, side: "right" }, thickness: 12, ...ticks },
   };
@@ -69,7 +91,7 @@ export async function drawFlowHeatmap(div, flow, which, onLayer) {
     yaxis: { autorange: "reversed", automargin: true, tickfont: { size: names.length > 40 ? 8 : 11 } },
     plot_bgcolor: "#eee",
   };
-  await Plotly.react(div, [trace], layout, PLOT_CONFIG);
+  await react(div, [trace], layout, PLOT_CONFIG);
   if (onLayer) {
     div.removeAllListeners?.("plotly_click");
     div.on("plotly_click", (ev) => onLayer(ev.points[0].y));
@@ -89,16 +111,29 @@ export async function drawFlowEpochs(div, flow, which) {
   const names = flow.layers.map((l) => l.name);
   const pick = chosenEpochs(flow.epochs.length);
   const colors = viridis(pick.length);
-  const traces = pick.map((e, k) => ({
-    type: "scatter",
-    mode: names.length > 30 ? "lines" : "lines+markers",
-    x: names,
-    y: q.epochs.map((row) => row[e]),
-    name: `epoch ${flow.epochs[e].epoch}`,
-    line: { color: colors[k], width: 1.8 },
-    marker: { size: 5 },
-    hovertemplate: `epoch ${flow.epochs[e].epoch} · %{x}: %{y:.3g}<extra></extra>`,
-  }));
+  // A log axis cannot show 0, the value of a gradient that vanished completely: such points sit
+  // on a floor below every other value, drawn as ▼.
+  const positive = pick.flatMap((e) => q.epochs.map((row) => row[e]).filter((v) => v !== null && v > 0));
+  const floor = positive.length ? Math.min(...positive) / 4 : 1e-12;
+  const traces = pick.map((e, k) => {
+    const values = q.epochs.map((row) => row[e]);
+    const label = `epoch ${flow.epochs[e].epoch}`;
+    return {
+      type: "scatter",
+      mode: "lines+markers",
+      x: names,
+      y: values.map((v) => (v === 0 ? floor : v)),
+      customdata: values.map((v) => (v === 0 ? "0 (no gradient at all)" : fmt(v))),
+      name: label,
+      line: { color: colors[k], width: 1.8 },
+      marker: {
+        size: values.map((v) => (v === 0 ? 9 : names.length > 30 ? 3 : 5)),
+        symbol: values.map((v) => (v === 0 ? "triangle-down" : "circle")),
+      },
+      hovertemplate: `${label} · %{x}: %{customdata}<extra></extra>`,
+    };
+  });
+  const zeros = traces.some((t) => t.customdata.some((c) => c.startsWith("0 ")));
   const layout = {
     font: FONT,
     height: 360,
@@ -107,6 +142,10 @@ export async function drawFlowEpochs(div, flow, which) {
     yaxis: { type: "log", title: { text: q.short }, exponentformat: "e" },
     legend: { orientation: "v" },
   };
-  await Plotly.react(div, traces, layout, PLOT_CONFIG);
-  return `${q.label}, mean over each epoch's steps` + (pick.length < flow.epochs.length ? ` (${pick.length} of ${flow.epochs.length} epochs shown)` : "");
+  await react(div, traces, layout, PLOT_CONFIG);
+  return (
+    `${q.label}, mean over each epoch's steps` +
+    (pick.length < flow.epochs.length ? ` (${pick.length} of ${flow.epochs.length} epochs shown)` : "") +
+    (zeros ? "; ▼ at the bottom: exactly 0, no gradient reached the layer" : "")
+  );
 }

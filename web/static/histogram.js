@@ -1,7 +1,7 @@
 // Histograms on the shared binade bins ([2^k, 2^(k+1)), mirrored for negatives, one bin for 0),
 // drawn as bars on an ordinal axis labelled by order of magnitude.
 
-import { FONT, PLOT_CONFIG, fmt } from "./common.js";
+import { FONT, PLOT_CONFIG, fmt, react } from "./common.js";
 import { NEGATIVE, POSITIVE } from "./images.js";
 
 const ZERO = "#777777";
@@ -107,10 +107,7 @@ export async function drawHistogram(div, hist) {
     bargap: 0.08,
     xaxis: {
       ...binAxis(shown),
-      title: {
-        text: `value (order of magnitude); ${total.toLocaleString()} values`,
-        font: { size: 11 },
-      },
+      title: { text: `order of magnitude · ${total.toLocaleString()} values`, font: { size: 11 } },
       fixedrange: true,
     },
     // A log axis from just under 1, so a bin holding a single value still shows as a bar.
@@ -123,7 +120,7 @@ export async function drawHistogram(div, hist) {
       exponentformat: "power",
     },
   };
-  await Plotly.react(div, [trace], layout, PLOT_CONFIG);
+  await react(div, [trace], layout, PLOT_CONFIG);
 }
 
 /** Several runs' histograms on the shared bins (from /compare/histograms), as grouped bars of
@@ -154,7 +151,7 @@ export async function drawOverlay(div, body, labels, colors) {
     yaxis: { title: { text: "share of values (%)" }, rangemode: "tozero", fixedrange: true },
     legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom" },
   };
-  await Plotly.react(div, traces, layout, PLOT_CONFIG);
+  await react(div, traces, layout, PLOT_CONFIG);
 }
 
 /** The difference of each run's share per bin from the first run's (body.difference). */
@@ -181,33 +178,35 @@ export async function drawDifference(div, body, labels, colors) {
     showlegend: true,
     legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom" },
   };
-  await Plotly.react(div, traces, layout, PLOT_CONFIG);
+  await react(div, traces, layout, PLOT_CONFIG);
 }
 
 /**
  * Histograms over time (from /histograms): a heatmap with one column per step (or bucket of
- * steps) and one row per shared bin, coloured by the share of values on a log scale.
+ * steps) and one row per shared bin that holds any value (runs of empty bins between them fold
+ * into one "⋯" row, as in the bar charts), coloured by the share of values on a log scale.
  * `step` (or null) is marked with a dashed line.
  */
 export async function drawHistogramOverTime(div, body, step) {
-  const rows = body.edges.length - 1;
   const totals = body.counts.map((c) => c.reduce((a, b) => a + b, 0));
-  const z = [];
-  const text = [];
-  const labels = [];
-  for (let r = 0; r < rows; r++) {
-    const d = describe(body.edges[r], body.edges[r + 1]);
-    labels.push(d.tick);
-    z.push(body.counts.map((c, j) => (c[r] > 0 && totals[j] ? Math.log10(c[r] / totals[j]) : null)));
-    text.push(body.counts.map((c, j) => `step ${body.steps[j]} · ${d.range}<br>${fmt(c[r])} values (${totals[j] ? ((100 * c[r]) / totals[j]).toPrecision(2) : 0}%)`));
-  }
-  // ~10 labelled rows, always including 0.
-  const every = Math.max(1, Math.ceil(rows / 10));
-  const tickvals = labels.map((_, i) => i).filter((i) => i % every === 0 || labels[i] === "0");
+  const sum = body.edges.slice(1).map((_, r) => body.counts.reduce((a, c) => a + c[r], 0));
+  const shown = shownBins(body.edges, sum);
+  const share = (c, j, r) => (c[r] > 0 && totals[j] ? c[r] / totals[j] : 0);
+  const z = shown.map((b) => body.counts.map((c, j) => (b.i === null || !share(c, j, b.i) ? null : Math.log10(share(c, j, b.i)))));
+  const text = shown.map((b) =>
+    body.counts.map((c, j) => {
+      if (b.i === null) return `step ${body.steps[j]} · ${b.range}`;
+      const pct = (100 * share(c, j, b.i)).toPrecision(2);
+      return `step ${body.steps[j]} · ${b.range}<br>${fmt(c[b.i])} values (${pct}%)`;
+    }),
+  );
+  // ~12 labelled rows, always including 0.
+  const every = Math.max(1, Math.ceil(shown.length / 12));
+  const tickvals = shown.map((_, i) => i).filter((i) => (i % every === 0 && shown[i].tick !== "⋯") || shown[i].tick === "0");
   const trace = {
     type: "heatmap",
     x: body.steps,
-    y: labels.map((_, i) => i),
+    y: shown.map((_, i) => i),
     z,
     text,
     hovertemplate: "%{text}<extra></extra>",
@@ -215,6 +214,7 @@ export async function drawHistogramOverTime(div, body, step) {
     colorscale: "Viridis",
     zmin: -4,
     zmax: 0,
+    xgap: body.steps.length < 60 ? 1 : 0,
     colorbar: {
       title: { text: "share", side: "right" },
       thickness: 10,
@@ -225,21 +225,22 @@ export async function drawHistogramOverTime(div, body, step) {
   const by = body.downsampled ? ` (mean of buckets; ${body.total.toLocaleString()} histograms)` : "";
   const layout = {
     font: FONT,
-    height: Math.max(220, Math.min(420, rows * 5 + 80)),
-    margin: { l: 58, r: 8, t: 8, b: 40 },
-    plot_bgcolor: "#fff",
+    height: Math.max(240, Math.min(460, shown.length * 12 + 90)),
+    margin: { l: 64, r: 8, t: 8, b: 40 },
+    plot_bgcolor: "#f3f3f3",
     xaxis: { title: { text: `step${by}` }, zeroline: false },
     yaxis: {
       tickmode: "array",
       tickvals,
-      ticktext: tickvals.map((i) => labels[i]),
+      ticktext: tickvals.map((i) => shown[i].tick),
       title: { text: "value" },
       zeroline: false,
+      fixedrange: true,
     },
     shapes:
       step === null
         ? []
         : [{ type: "line", xref: "x", yref: "paper", x0: step, x1: step, y0: 0, y1: 1, line: { color: "#E69F00", width: 2, dash: "dash" } }],
   };
-  await Plotly.react(div, [trace], layout, PLOT_CONFIG);
+  await react(div, [trace], layout, PLOT_CONFIG);
 }

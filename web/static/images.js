@@ -1,7 +1,7 @@
 // Snapshots drawn as pictures: a tensor becomes one Plotly heatmap (a mosaic of small tiles for
 // conv feature maps and filters, a plain matrix for dense layers) or a bar chart for vectors.
 
-import { FONT, PLOT_CONFIG, fmt } from "./common.js";
+import { FONT, PLOT_CONFIG, fmt, react } from "./common.js";
 
 // ColorBrewer RdBu, blue for negative and red for positive, white at 0: readable with red-green
 // colour blindness, unlike red-green scales.
@@ -210,7 +210,7 @@ export async function drawTensor(div, tensor, quantity, sample, options = {}) {
       yaxis: { zeroline: true, zerolinecolor: "#555", ...yRange },
       bargap: 0.1,
     };
-    await Plotly.react(div, [trace], lay, PLOT_CONFIG);
+    await react(div, [trace], lay, PLOT_CONFIG);
     return spec.caption;
   }
   const rows = spec.z.length;
@@ -266,7 +266,7 @@ export async function drawTensor(div, tensor, quantity, sample, options = {}) {
       ];
     }
   }
-  await Plotly.react(div, [trace], lay, PLOT_CONFIG);
+  await react(div, [trace], lay, PLOT_CONFIG);
   return spec.caption;
 }
 

@@ -1,11 +1,12 @@
 // Layer explorer: activations, activation gradients, weights and weight gradients of one layer at
-// one snapshot step, as pictures and histograms, with a step slider. State lives in the URL
-// (?step=&sample=&param=) so a view can be shared.
+// one snapshot step, as pictures and histograms, with a step slider, and one quantity's histogram
+// over time. State lives in the URL (?step=&sample=&param=&probe=&hist=) so a view can be shared.
 
 import {
   COLORS,
   FONT,
   PLOT_CONFIG,
+  bandTraces,
   el,
   epochOf,
   epochShapes,
@@ -13,9 +14,13 @@ import {
   fmtShape,
   getJSON,
   layerUrl,
+  markFirstPlot,
+  purge,
+  react,
+  relayout,
   showMessage,
 } from "./common.js";
-import { drawHistogram } from "./histogram.js";
+import { drawHistogram, drawHistogramOverTime } from "./histogram.js";
 import { drawTensor, rangeText } from "./images.js";
 
 const app = document.getElementById("app");
@@ -23,6 +28,8 @@ const runId = app.dataset.runId;
 const layerName = app.dataset.layer;
 const QUANTITIES = ["activation", "activation_grad", "weight", "weight_grad"];
 const HAS_PARAM = new Set(["weight", "weight_grad"]);
+const PER_SAMPLE = new Set(["activation", "activation_grad"]); // the ones a probe pass records
+const HIST_POINTS = 300; // columns of the histogram-over-time heatmap
 const LABEL = {
   activation: "activation",
   activation_grad: "activation gradient",
@@ -38,10 +45,16 @@ const ui = {
   sample: document.getElementById("sample"),
   param: document.getElementById("param"),
   paramCtl: document.getElementById("param-ctl"),
+  probe: document.getElementById("probe"),
+  probeCtl: document.getElementById("probe-ctl"),
+  probeHelp: document.getElementById("probe-help"),
+  histTime: document.getElementById("hist-time"),
+  histTimeStatus: document.getElementById("hist-time-status"),
+  histTimeNote: document.getElementById("hist-time-note"),
   pageMessage: document.getElementById("page-message"),
 };
 
-const state = { step: null, sample: 0, param: null };
+const state = { step: null, sample: 0, param: null, probe: false, hist: "activation" };
 let steps = []; // the slider's stops: activation snapshot steps
 let epochs = [];
 let layer = null; // this layer's entry of /layers
@@ -78,12 +91,23 @@ function paramOf(quantity) {
   return HAS_PARAM.has(quantity) ? state.param : null;
 }
 
+/** probe=1 for the quantities a probe pass records, when the probe inputs are shown. */
+function probeOf(quantity) {
+  return state.probe && PER_SAMPLE.has(quantity) ? 1 : null;
+}
+
 // --- URL state -------------------------------------------------------------------------------
 
 function readUrl() {
   const q = new URLSearchParams(window.location.search);
   const int = (name) => (/^\d+$/.test(q.get(name) || "") ? Number(q.get(name)) : null);
-  return { step: int("step"), sample: int("sample"), param: q.get("param") };
+  return {
+    step: int("step"),
+    sample: int("sample"),
+    param: q.get("param"),
+    probe: q.get("probe") === "1",
+    hist: QUANTITIES.includes(q.get("hist")) ? q.get("hist") : null,
+  };
 }
 
 function writeUrl() {
@@ -91,9 +115,12 @@ function writeUrl() {
   if (state.step !== null) q.set("step", state.step);
   if (state.sample) q.set("sample", state.sample);
   if (state.param && state.param !== defaultParam()) q.set("param", state.param);
+  if (state.probe) q.set("probe", "1");
+  if (state.hist !== "activation") q.set("hist", state.hist);
   const qs = q.toString();
   history.replaceState(null, "", `${window.location.pathname}${qs ? `?${qs}` : ""}`);
-  // The neighbour layers open at the same step and sample, to walk the network at one moment.
+  // The neighbour layers open at the same step, sample and inputs, to walk the network at one
+  // moment.
   q.delete("param");
   for (const link of document.querySelectorAll(".layer-nav a[data-layer]")) {
     link.search = q.toString();
@@ -109,9 +136,10 @@ function defaultParam() {
 
 function tensor(quantity, step) {
   const param = paramOf(quantity);
-  const key = `${quantity}|${param}|${step}`;
+  const probe = probeOf(quantity);
+  const key = `${quantity}|${param}|${step}|${probe}`;
   if (!tensors.has(key)) {
-    const query = { layer: layerName, quantity, step, param, format: "json" };
+    const query = { layer: layerName, quantity, step, param, probe, format: "json" };
     const request = getJSON(`/runs/${runId}/tensor`, query);
     request.catch(() => tensors.delete(key)); // do not cache failures
     tensors.set(key, request);
@@ -127,7 +155,7 @@ async function loadSnapshotSteps(quantities) {
         return;
       }
       try {
-        const query = { layer: layerName, quantity: q, param: paramOf(q) };
+        const query = { layer: layerName, quantity: q, param: paramOf(q), probe: probeOf(q) };
         const body = await getJSON(`/runs/${runId}/snapshots`, query);
         snapshotSteps[q] = new Set(body.steps);
       } catch (err) {
@@ -201,7 +229,7 @@ async function drawPanel(quantity) {
 async function drawSnapshot(panel, quantity, step, token) {
   const param = paramOf(quantity);
   // Fetched alongside the tensor; settled into {hist} or {error} so a failure is never unhandled.
-  const query = { layer: layerName, quantity, step, param };
+  const query = { layer: layerName, quantity, step, param, probe: probeOf(quantity) };
   const histRequest = getJSON(`/runs/${runId}/histogram`, query).then(
     (hist) => ({ hist }),
     (error) => ({ error }),
@@ -211,6 +239,7 @@ async function drawSnapshot(panel, quantity, step, token) {
   if (quantity === "activation") fillSamples(data.shape[0]);
   setVisible(panel, true);
   const caption = await drawTensor(panel.image, data, quantity, state.sample);
+  markFirstPlot();
   const sliced = data.full_shape && fmtShape(data.full_shape) !== fmtShape(data.shape);
   const noSignal = data.min === 0 && data.max === 0 && quantity.endsWith("_grad");
   panel.meta.replaceChildren(
@@ -224,6 +253,9 @@ async function drawSnapshot(panel, quantity, step, token) {
     el("br"),
     el("span", { class: "muted" }, caption),
   );
+  if (probeOf(quantity)) {
+    panel.meta.querySelector(".muted").prepend("probe inputs (the same examples at every step) · ");
+  }
   const { hist, error } = await histRequest;
   if (token !== panel.token) return;
   showMessage(panel.message, "");
@@ -257,6 +289,8 @@ async function redrawSample() {
   }
 }
 
+const SERIES_POINTS = 600; // buckets per trend line: about one per pixel of a panel
+
 const SERIES_STATS = {
   activation: ["mean", "std"],
   activation_grad: ["norm"],
@@ -284,29 +318,35 @@ async function drawSeries(quantity) {
   const param = paramOf(quantity);
   let body;
   try {
-    const query = { layer: layerName, quantity, stat: stats.join(","), param };
-    body = await getJSON(`/runs/${runId}/series`, query);
+    const query = { layer: layerName, quantity, stat: stats.join(","), param, probe: probeOf(quantity), points: SERIES_POINTS };
+    body = await getJSON(`/runs/${runId}/series`, query); // downsampled on the server
   } catch (err) {
-    Plotly.purge(panel.series);
+    purge(panel.series);
     panel.series.className = "plot series-plot message error";
     panel.series.textContent = `Could not load the trend: ${err.message}`;
     return;
   }
   const colors = [COLORS.blue, COLORS.vermillion];
-  const traces = stats.map((stat, i) => ({
-    type: "scatter",
-    mode: "lines",
-    x: body.steps,
-    y: body.stats[stat],
-    name: stat,
-    line: { color: colors[i], width: 1.6 },
-    hovertemplate: `${stat} %{y:.4g}<extra>step %{x}</extra>`,
-  }));
+  // Each stat's bucket means, with a light min–max band where a bucket holds several steps.
+  const traces = stats.flatMap((stat, i) =>
+    bandTraces({
+      x: body.steps,
+      mean: body.stats[stat],
+      min: body.min[stat],
+      max: body.max[stat],
+      name: stat,
+      color: colors[i],
+      hover: `${stat} %{y:.4g}<extra>step %{x}</extra>`,
+    }),
+  );
   const layout = {
     font: FONT,
     height: 150,
     margin: { l: 48, r: 8, t: stats.length > 1 ? 22 : 6, b: 32 },
-    xaxis: { title: { text: "step", standoff: 4 }, zeroline: false },
+    xaxis: {
+      title: { text: body.downsampled ? `step (${body.total.toLocaleString()} values, bucketed)` : "step", standoff: 4 },
+      zeroline: false,
+    },
     yaxis: { zeroline: false, exponentformat: "e" },
     showlegend: stats.length > 1,
     legend: { orientation: "h", x: 1, xanchor: "right", y: 1, yanchor: "bottom" },
@@ -314,15 +354,85 @@ async function drawSeries(quantity) {
   };
   if (!panel.series.data) panel.series.replaceChildren(); // an earlier error message, not a plot
   panel.series.className = "plot series-plot";
-  await Plotly.react(panel.series, traces, layout, PLOT_CONFIG);
+  await react(panel.series, traces, layout, PLOT_CONFIG);
+  markFirstPlot();
 }
 
 function moveSeriesMarkers() {
-  for (const panel of Object.values(panels)) {
-    if (!panel.series.data) continue; // not drawn (yet)
-    const shapes = (panel.series.layout.shapes || []).filter((s) => s.line?.dash !== "dash");
-    Plotly.relayout(panel.series, { shapes: [...shapes, stepLine()] });
+  const plots = [...Object.values(panels).map((p) => p.series), ui.histTime];
+  for (const div of plots) {
+    if (!div.data) continue; // not drawn (yet)
+    const shapes = (div.layout.shapes || []).filter((s) => s.line?.dash !== "dash");
+    relayout(div, { shapes: [...shapes, stepLine()] });
   }
+}
+
+// --- histogram over time ---------------------------------------------------------------------
+
+let histToken = 0;
+
+async function drawHistTime() {
+  const quantity = state.hist;
+  const token = ++histToken;
+  const div = ui.histTime;
+  const name = LABEL[quantity];
+  const clear = (text, kind) => {
+    purge(div);
+    div.hidden = true;
+    showMessage(ui.histTimeStatus, text, kind);
+    ui.histTimeNote.textContent = "";
+  };
+  if (HAS_PARAM.has(quantity) && !hasParams()) {
+    clear(`This layer has no parameters, so it has no ${name}s.`, "empty");
+    return;
+  }
+  showMessage(ui.histTimeStatus, div.data ? "" : "Loading…", div.data ? "" : "loading");
+  let body;
+  try {
+    const query = { layer: layerName, quantity, param: paramOf(quantity), probe: probeOf(quantity), points: HIST_POINTS };
+    body = await getJSON(`/runs/${runId}/histograms`, query);
+  } catch (err) {
+    if (token === histToken) clear(`Could not load the histograms: ${err.message}`, "error");
+    return;
+  }
+  if (token !== histToken) return;
+  if (!body.steps.length) {
+    clear(`No histogram of the ${name} was recorded (they are taken every histogram_every steps; see run.watch).`, "empty");
+    return;
+  }
+  showMessage(ui.histTimeStatus, "");
+  div.hidden = false;
+  await drawHistogramOverTime(div, body, state.step);
+  const inputs = probeOf(quantity) ? " of the probe inputs" : "";
+  ui.histTimeNote.textContent =
+    `${body.total.toLocaleString()} histograms of the ${name}${paramOf(quantity) ? ` (${paramOf(quantity)})` : ""}${inputs}` +
+    (body.downsampled ? `, averaged into ${body.steps.length} columns` : "") +
+    ". Click a column to show the snapshot nearest that step above.";
+  if (!div.dataset.wired) {
+    div.dataset.wired = "true";
+    div.on("plotly_click", (ev) => {
+      const step = ev.points[0].x;
+      let best = 0;
+      steps.forEach((s, i) => {
+        if (Math.abs(s - step) < Math.abs(steps[best] - step)) best = i;
+      });
+      goTo(best);
+    });
+  }
+}
+
+/** Draw the histogram over time once its card scrolls near the screen. */
+function whenVisible(node, job) {
+  const observer = new IntersectionObserver(
+    (entries) => {
+      if (entries.some((e) => e.isIntersecting)) {
+        observer.disconnect();
+        job();
+      }
+    },
+    { rootMargin: "300px" },
+  );
+  observer.observe(node);
 }
 
 // --- controls --------------------------------------------------------------------------------
@@ -395,7 +505,24 @@ function wireControls() {
     drawPanel("weight_grad");
     drawSeries("weight");
     drawSeries("weight_grad");
+    if (HAS_PARAM.has(state.hist) && ui.histTime.data) drawHistTime();
   });
+  ui.probe.addEventListener("change", async () => {
+    state.probe = ui.probe.value === "1";
+    await loadSnapshotSteps([...PER_SAMPLE]);
+    setupSteps(state.step);
+    writeUrl();
+    moveSeriesMarkers();
+    await Promise.all([redrawAll(), ...[...PER_SAMPLE].map(drawSeries)]);
+    if (PER_SAMPLE.has(state.hist) && ui.histTime.data) drawHistTime();
+  });
+  for (const input of document.querySelectorAll('input[name="hist-quantity"]')) {
+    input.addEventListener("change", () => {
+      state.hist = input.value;
+      writeUrl();
+      drawHistTime();
+    });
+  }
 }
 
 // --- header ----------------------------------------------------------------------------------
@@ -408,7 +535,6 @@ function showHeader(all) {
   document.getElementById("layer-info").textContent =
     `Layer ${index + 1} of ${all.length} · output ${fmtShape(layer.shapes?.output)}` +
     (params.length ? ` · parameters: ${params.join(", ")}` : " · no parameters");
-  document.getElementById("layer-flags").replaceChildren(...layer.flags.map(flagChip));
   const link = (id, other, text) => {
     if (!other) return;
     const a = document.getElementById(id);
@@ -419,6 +545,17 @@ function showHeader(all) {
   };
   link("prev-layer", all[index - 1], (n) => `← ${n}`);
   link("next-layer", all[index + 1], (n) => `${n} →`);
+}
+
+/** This layer's health flags at the run's last step, as chips under the title. */
+async function showFlags() {
+  try {
+    const full = await getJSON(`/runs/${runId}/layers/${encodeURIComponent(layerName)}`);
+    document.getElementById("layer-flags").replaceChildren(...full.flags.map(flagChip));
+  } catch (err) {
+    const note = el("span", { class: "muted small" }, `Could not check this layer's health: ${err.message}`);
+    document.getElementById("layer-flags").replaceChildren(note);
+  }
 }
 
 function fillParams() {
@@ -444,7 +581,12 @@ async function main() {
   let run;
   let all;
   try {
-    [run, all] = await Promise.all([getJSON(`/runs/${runId}`), getJSON(`/runs/${runId}/layers`)]);
+    // Names, types and parameters only (latest=0): the catalog answers at once, where the
+    // latest stats of every layer take a while on big runs. This layer's flags follow.
+    [run, all] = await Promise.all([
+      getJSON(`/runs/${runId}`),
+      getJSON(`/runs/${runId}/layers`, { latest: 0 }),
+    ]);
   } catch (err) {
     pageError(`Could not load the run: ${err.message}`);
     return;
@@ -457,20 +599,49 @@ async function main() {
     return;
   }
   showHeader(all);
+  const flags = showFlags();
   const wanted = readUrl();
   const names = Object.keys(layer.params || {});
   state.param = names.includes(wanted.param) ? wanted.param : defaultParam();
   state.sample = wanted.sample ?? 0;
+  state.probe = wanted.probe;
+  state.hist = wanted.hist ?? "activation";
   fillParams();
 
-  await loadSnapshotSteps(QUANTITIES);
+  await Promise.all([loadSnapshotSteps(QUANTITIES), findProbe()]);
+  if (state.probe && ui.probeCtl.hidden) state.probe = false; // asked for, but none recorded
+  ui.probe.value = state.probe ? "1" : "0";
+  if (state.probe) await loadSnapshotSteps([...PER_SAMPLE]);
+  wireControls();
+  setupSteps(wanted.step);
+  const hist = document.querySelector(`input[name="hist-quantity"][value="${state.hist}"]`);
+  if (hist) hist.checked = true;
+  whenVisible(document.getElementById("hist-time-card"), drawHistTime);
+  await Promise.all([redrawAll(), ...QUANTITIES.map(drawSeries), flags]);
+  app.dataset.ready = "true"; // for tests and curious users: the first full draw is done
+}
+
+/** Show the inputs picker when this layer has snapshots of probe inputs (run.watch(probe=)). */
+async function findProbe() {
+  try {
+    const query = { layer: layerName, quantity: "activation", probe: 1 };
+    const body = await getJSON(`/runs/${runId}/snapshots`, query);
+    ui.probeCtl.hidden = !body.steps.length;
+    ui.probeHelp.hidden = !body.steps.length;
+  } catch {
+    ui.probeCtl.hidden = true; // the panels report what is wrong with this layer
+  }
+}
+
+/** The slider's stops: activation snapshot steps (of the inputs shown), nearest `wanted`. */
+function setupSteps(wantedStep) {
   steps = [...snapshotSteps.activation].sort((a, b) => a - b);
   if (!steps.length) {
     // No activation snapshots (e.g. activations not recorded): step through whatever exists.
     const union = new Set(QUANTITIES.flatMap((q) => [...snapshotSteps[q]]));
     steps = [...union].sort((a, b) => a - b);
   }
-  wireControls();
+  showMessage(ui.pageMessage, "");
   if (!steps.length) {
     ui.label.textContent = "no snapshots";
     showMessage(
@@ -483,12 +654,12 @@ async function main() {
     ui.next.disabled = true;
   } else {
     let index = steps.length - 1;
-    if (wanted.step !== null) {
+    if (wantedStep !== null) {
       // The nearest snapshot at or before the asked step, so old links keep working.
-      const before = steps.filter((s) => s <= wanted.step);
+      const before = steps.filter((s) => s <= wantedStep);
       index = before.length ? before.length - 1 : 0;
-      if (steps[index] !== wanted.step) {
-        const text = `There is no snapshot at step ${wanted.step}; showing step ${steps[index]}.`;
+      if (steps[index] !== wantedStep) {
+        const text = `There is no snapshot at step ${wantedStep}; showing step ${steps[index]}.`;
         showMessage(ui.pageMessage, text, "empty");
       }
     }
@@ -499,8 +670,6 @@ async function main() {
     showStepLabel(index);
     writeUrl();
   }
-  await Promise.all([redrawAll(), ...QUANTITIES.map(drawSeries)]);
-  app.dataset.ready = "true"; // for tests and curious users: the first full draw is done
 }
 
 main();

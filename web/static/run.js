@@ -21,12 +21,15 @@ import {
   getJSON,
   layerUrl,
   markFirstPlot,
+  plotly,
+  react,
   readQuery,
   showMessage,
   statusBadge,
   writeQuery,
 } from "./common.js";
 import { drawFlowEpochs, drawFlowHeatmap } from "./flow.js";
+import { drawPreview } from "./preview.js";
 
 const runId = document.getElementById("app").dataset.runId;
 const SVG = "http://www.w3.org/2000/svg";
@@ -91,10 +94,13 @@ function readState() {
   }
 }
 
-async function showMetrics() {
+/** Draw the metric curves; `curvesRequest` was sent with the run's own request, and the
+ * epochs (for the epoch axis and its lines) come with the run. */
+async function showMetrics(curvesRequest, runRequest) {
   const box = document.getElementById("metrics");
   try {
-    curves = (await getJSON(`/runs/${runId}/curves`, { points: 1000 })).curves;
+    curves = (await curvesRequest).curves;
+    await runRequest;
   } catch (err) {
     showMessage(box, `Could not load the metrics: ${err.message}`, "error");
     return;
@@ -119,17 +125,41 @@ async function drawMetrics() {
   if (!box.querySelector(".metric-plot")) box.replaceChildren();
   const epochs = runInfo?.epochs || [];
   const byEpoch = state.x === "epoch" && epochs.length > 0;
-  for (const key of order) {
+  // Every chart's box first, then the charts: each is drawn at its final width in the grid.
+  const divs = order.map((key) => {
     let div = box.querySelector(`[data-metric="${CSS.escape(key)}"]`);
     if (!div) {
       div = el("div", { class: "plot metric-plot", dataset: { metric: key } });
       box.append(div);
     }
-    await drawMetricGroup(div, key, groups.get(key), epochs, byEpoch);
+    return div;
+  });
+  if (!window.Plotly) {
+    // Plotly is still being evaluated: a static preview of every chart now, the interactive
+    // charts in their place once it is ready.
+    for (const [i, key] of order.entries()) previewMetricGroup(divs[i], key, groups.get(key), epochs, byEpoch);
+    markFirstPlot();
+  }
+  for (const [i, key] of order.entries()) {
+    await drawMetricGroup(divs[i], key, groups.get(key), epochs, byEpoch);
     markFirstPlot();
   }
   const note = state.x === "epoch" && !epochs.length ? "This run logged no epochs; showing steps." : "";
   document.getElementById("metrics-note").textContent = note;
+}
+
+function previewMetricGroup(div, title, series, epochs, byEpoch) {
+  drawPreview(div, {
+    title,
+    height: 260,
+    xTitle: byEpoch ? "epoch" : "step",
+    series: series.map((s, i) => ({
+      name: s.name,
+      color: LINE_COLORS[i % LINE_COLORS.length],
+      x: byEpoch ? s.steps.map((st) => epochPosition(st, epochs)) : s.steps,
+      y: s.mean,
+    })),
+  });
 }
 
 async function drawMetricGroup(div, title, series, epochs, byEpoch) {
@@ -165,7 +195,9 @@ async function drawMetricGroup(div, title, series, epochs, byEpoch) {
     annotations: byEpoch ? [] : epochLabels(epochs),
     hovermode: "x",
   };
-  await Plotly.react(div, traces, layout, PLOT_CONFIG);
+  await plotly();
+  div.querySelector("svg.preview")?.remove();
+  await react(div, traces, layout, PLOT_CONFIG);
 }
 
 // --- gradient flow --------------------------------------------------------------------------
@@ -255,6 +287,93 @@ async function showHealth() {
   box.append(". Hover for what each means; details in the layer table.");
 }
 
+// --- diagnosis ----------------------------------------------------------------------------
+
+const SEVERITY_ICON = { error: "✖", warning: "⚠", info: "ℹ" };
+
+function stepsOf(f) {
+  if (f.first_step === null || f.first_step === undefined) return "";
+  return f.last_step !== null && f.last_step !== f.first_step
+    ? `steps ${f.first_step}–${f.last_step}`
+    : `step ${f.first_step}`;
+}
+
+function evidenceText(evidence) {
+  return Object.entries(evidence || {})
+    .map(([k, v]) => `${k.replace(/_/g, " ")} ${typeof v === "number" ? fmt(v) : JSON.stringify(v)}`)
+    .join(" · ");
+}
+
+function findingItem(f, i) {
+  const where = f.layer
+    ? el("a", { href: layerUrl(runId, f.layer), class: "finding-layer" }, f.layer)
+    : el("span", { class: "muted" }, "whole run");
+  const steps = stepsOf(f);
+  const evidence = evidenceText(f.evidence);
+  return el(
+    "li",
+    { class: `finding ${f.severity}`, id: `finding-${i}`, dataset: { code: f.code, layer: f.layer || "" } },
+    el(
+      "p",
+      { class: "finding-head" },
+      el("span", { class: `badge sev-badge ${f.severity}` }, `${SEVERITY_ICON[f.severity] || ""} ${f.code}`),
+      " ",
+      where,
+      steps ? el("span", { class: "muted" }, ` · ${steps}`) : "",
+      " — ",
+      el("strong", {}, f.message),
+    ),
+    el("p", { class: "finding-why" }, f.explanation),
+    el("p", { class: "finding-fix" }, el("span", { class: "label" }, "Try: "), f.suggestion),
+    evidence ? el("p", { class: "finding-evidence muted small" }, `Measured: ${evidence}`) : "",
+  );
+}
+
+async function showDiagnosis() {
+  const status = document.getElementById("diagnosis-status");
+  const list = document.getElementById("diagnosis");
+  let body;
+  try {
+    body = await getJSON(`/runs/${runId}/diagnosis`);
+  } catch (err) {
+    showMessage(status, `Could not diagnose this run: ${err.message}`, "error");
+    return [];
+  }
+  if (!body.findings.length) {
+    showMessage(
+      status,
+      "No problems found: no NaN/Inf, dead or saturated units, missing, vanishing or exploding " +
+        "gradients, or badly sized updates in the recorded statistics.",
+      "ok",
+    );
+    return [];
+  }
+  const counts = ["error", "warning", "info"]
+    .map((sev) => [sev, body.findings.filter((f) => f.severity === sev).length])
+    .filter(([, n]) => n)
+    .map(([sev, n]) => `${n} ${sev}${n > 1 ? "s" : ""}`);
+  showMessage(status, `${counts.join(", ")}, worst and earliest first.`, body.summary);
+  list.replaceChildren(...body.findings.map(findingItem));
+  list.hidden = false;
+  return body.findings;
+}
+
+/** Mark the layer table's rows that a finding names: a badge per finding, linked to it. */
+function markFindings(findings) {
+  const rows = new Map(
+    [...document.querySelectorAll("#layers tbody tr")].map((tr) => [tr.dataset.layer, tr]),
+  );
+  findings.forEach((f, i) => {
+    const tr = rows.get(f.layer);
+    if (!tr) return;
+    tr.classList.add(`diagnosed-${f.severity}`);
+    const title = `${f.message}. ${f.explanation} Try: ${f.suggestion}`;
+    tr.querySelector(".finding-badges").append(
+      el("a", { href: `#finding-${i}`, class: `badge finding-badge ${f.severity}`, title }, f.code),
+    );
+  });
+}
+
 function statsOf(layer, quantity, part) {
   const byPart = layer.latest?.[quantity];
   if (!byPart) return null;
@@ -292,9 +411,17 @@ function layerRow(layer, index) {
   const trends = el("td", { class: "trends", dataset: { layer: layer.name, param: param || "" } });
   return el(
     "tr",
-    { class: layer.flags.some((f) => f.severity === "error") ? "has-error" : "" },
+    {
+      class: layer.flags.some((f) => f.severity === "error") ? "has-error" : "",
+      dataset: { layer: layer.name },
+    },
     numCell(index + 1), // not layer.position, which also counts unwatched container modules
-    el("td", { class: "layer-name" }, el("a", { href: layerUrl(runId, layer.name) }, layer.name)),
+    el(
+      "td",
+      { class: "layer-name" },
+      el("a", { href: layerUrl(runId, layer.name), class: "layer-link" }, layer.name),
+      el("span", { class: "finding-badges" }),
+    ),
     el("td", {}, layer.type, kind && kind !== layer.type.toLowerCase() ? ` (${kind})` : ""),
     el(
       "td",
@@ -403,7 +530,7 @@ function lazyTrends(cells) {
   cells.forEach((c) => observer.observe(c));
 }
 
-async function showLayers() {
+async function showLayers(diagnosis) {
   const status = document.getElementById("layers-status");
   const table = document.getElementById("layers");
   let layers;
@@ -427,6 +554,7 @@ async function showLayers() {
       "“·” = does not apply to this layer, “—” = not recorded.";
   }
   lazyTrends([...table.querySelectorAll("td.trends")]);
+  markFindings(await diagnosis);
 }
 
 function wireControls() {
@@ -451,9 +579,13 @@ async function main() {
   readState();
   wireControls();
   // The metric curves first: they are the first plot; the rest follows without waiting for them.
+  // Both requests go out at once, while Plotly is still loading.
+  const runRequest = getJSON(`/runs/${runId}`);
+  const curvesRequest = getJSON(`/runs/${runId}/curves`, { points: 1000 });
+  curvesRequest.catch(() => {}); // reported by showMetrics, once the run itself is known
   let run;
   try {
-    run = await getJSON(`/runs/${runId}`);
+    run = await runRequest;
   } catch (err) {
     for (const id of ["config", "metrics"]) {
       showMessage(document.getElementById(id), `Could not load the run: ${err.message}`, "error");
@@ -461,13 +593,14 @@ async function main() {
     return;
   }
   runInfo = run;
-  const metrics = showMetrics();
+  const metrics = showMetrics(curvesRequest, runRequest).finally(plotly); // Plotly after them
   showHeader(run);
   showConfig(run);
   showHealth();
-  showLayers();
-  whenVisible(document.getElementById("flow-card"), showFlow);
-  await metrics;
+  const diagnosis = showDiagnosis();
+  const layersShown = showLayers(diagnosis);
+  whenVisible(document.getElementById("flow-card"), () => metrics.then(showFlow));
+  await Promise.all([metrics, diagnosis, layersShown]);
   document.getElementById("app").dataset.ready = "true";
 }
 

@@ -8,6 +8,7 @@ import {
   fmtDate,
   fmtDuration,
   getJSON,
+  markFirstPlot,
   readQuery,
   runUrl,
   showMessage,
@@ -156,12 +157,15 @@ function render() {
     th.setAttribute("aria-sort", th.dataset.key === sortKey ? direction : "none");
   }
   pickAll.checked = list.length > 0 && list.every((r) => picked.has(r.id));
+  if (picked.size) updateCompare();
   writeQuery({ q: filter.value.trim(), sort: sortKey === "started_at" ? null : sortKey, dir: sortDir > 0 ? "asc" : null });
   loadHealth(list);
 }
 
 function updateCompare() {
-  const ids = runs.filter((r) => picked.has(r.id)).map((r) => r.id);
+  // In the order shown (then any the filter hides): the first is the reference of the compare
+  // page's differences, so sorting by loss puts the best run first.
+  const ids = [...new Set([...shown(), ...runs].filter((r) => picked.has(r.id)).map((r) => r.id))];
   let href = null;
   let text = "Compare";
   if (ids.length === 1) {
@@ -273,6 +277,8 @@ async function main() {
   table.hidden = false;
   render();
   updateCompare();
+  markFirstPlot(); // this page's first content is the table
+  document.getElementById("app").dataset.ready = "true";
   filter.addEventListener("input", render);
   thead.addEventListener("click", onSort);
   tbody.addEventListener("click", onRowClick);
