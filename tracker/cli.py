@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from tracker.config import resolve_store_path
+from tracker.config import Settings, resolve_store_path
 from tracker.errors import TrackerError
 from tracker.store import Store
 
@@ -188,7 +188,9 @@ def doctor(store: str | None, dry_run: bool, checksums: bool, delete_orphans: bo
     """
     from tracker.store.doctor import diagnose
 
-    with Store.open(store, recover=False) as opened:  # recovery on open would repair already
+    root = resolve_store_path(store)
+    url = Settings.from_env().database_url
+    with Store(root, url, recover=False) as opened:  # recovery on open would repair already
         findings = diagnose(
             opened, repair_now=not dry_run, checksums=checksums, delete_orphans=delete_orphans
         )
@@ -196,7 +198,7 @@ def doctor(store: str | None, dry_run: bool, checksums: bool, delete_orphans: bo
         click.echo(str(finding))
     left = [f for f in findings if f.serious and not f.done]
     if not findings:
-        click.echo(f"{opened.location}: no problems found")
+        click.echo(f"{root}: no problems found")
     elif dry_run:
         click.echo(f"{len(left)} problem(s) found; run without --dry-run to repair them")
     else:
@@ -362,6 +364,54 @@ def token_revoke(token_id: str, store: str | None) -> None:
     with Store.open(store) as opened:
         info = revoke_token(opened.catalog, check_token_id(token_id))
     click.echo(f"revoked token {info.id} ({info.name})")
+
+
+@main.command()
+@click.option("--store", default=None, help=STORE_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--timeout", default=120, show_default=True, help="seconds a request may take")
+def server(store: str | None, host: str, port: int, workers: int, timeout: int) -> None:
+    """Serve the REST API and the UI with gunicorn: process workers (h5py holds a global lock),
+    no preload (no HDF5 handle is shared across a fork)."""
+    import os
+
+    root = resolve_store_path(store)
+    Store.open(root).close()  # create and migrate once, before the workers start
+    env = {**os.environ, "TRACKER_STORE": str(root)}
+    argv = [sys.executable, "-m", "gunicorn", "--workers", str(workers)]
+    argv += ["--bind", f"{host}:{port}", "--timeout", str(timeout), "web:create_app()"]
+    click.echo(f"Serving {root} on http://{host}:{port}/ with {workers} workers", err=True)
+    os.execve(sys.executable, argv, env)
+
+
+@main.command()
+@click.argument("runs", nargs=-1)
+@click.option(
+    "--spool", default=None, help="spool folder (default: $TRACKER_SPOOL or ~/.cache/tracker/spool)"
+)
+@click.option("--token", default=None, help="API token (default: $TRACKER_TOKEN)")
+def sync(runs: tuple[str, ...], spool: str | None, token: str | None) -> None:
+    """Upload what runs logged to a server left in the spool (the server was down at finish)."""
+    from pathlib import Path
+
+    from tracker.remote import default_spool, sync_spool
+
+    folder = Path(spool) if spool else default_spool()
+    if not folder.is_dir():
+        click.echo(f"nothing to sync: {folder} does not exist")
+        return
+    results = sync_spool(folder, token or Settings.from_env().token, runs)
+    left = 0
+    for run_id, pending in results.items():
+        state = "done" if not pending.operations else f"{pending.operations} operation(s) left"
+        click.echo(f"{run_id}: {state}")
+        left += pending.operations
+    if not results:
+        click.echo(f"nothing to sync in {folder}")
+    if left:
+        sys.exit(1)
 
 
 def run() -> None:

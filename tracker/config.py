@@ -18,6 +18,8 @@ class Settings:
     database_url: str | None = None
     # Seconds a run waits at finish() for queued data to reach disk.
     finish_timeout: float = 60.0
+    # Bearer token for a tracker server (store="http://..."); see `tracker token create`.
+    token: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -27,6 +29,7 @@ class Settings:
             store=env.get("TRACKER_STORE") or DEFAULT_STORE,
             database_url=env.get("TRACKER_DATABASE_URL") or None,
             finish_timeout=float(env.get("TRACKER_FINISH_TIMEOUT") or 60.0),
+            token=env.get("TRACKER_TOKEN") or None,
         )
 
 

@@ -32,6 +32,7 @@ from tracker.capture.watch import Watch
 from tracker.config import Settings
 from tracker.errors import InvalidArgumentError, StoreError, TrackerError
 from tracker.names import check_name
+from tracker.remote import RemoteStore, is_remote
 from tracker.store import Store
 from tracker.store.compact import compact_after_finish
 from tracker.topk.collect import TopKResult
@@ -125,7 +126,7 @@ class Run:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | RemoteStore,
         project: str,
         name: str,
         config: dict[str, Any],
@@ -170,7 +171,9 @@ class Run:
 
     @property
     def store(self) -> str:
-        """The store folder this run writes to."""
+        """The store folder this run writes to (or the server's URL)."""
+        if isinstance(self._store, RemoteStore):
+            return self._store.url
         return str(self._store.root)
 
     @property
@@ -356,6 +359,8 @@ class Run:
         (default: the current epoch and the last logged step)."""
         if not self.owner:
             return
+        if isinstance(self._store, RemoteStore):
+            raise StoreError("top-k inputs cannot be sent to a tracker server yet; log locally")
         epoch = self._epoch if epoch is None else epoch
         step = (self._last_step or 0) if step is None else step
         save_top_k(self._store, self.id, result, epoch, step, self.rank)
@@ -408,9 +413,12 @@ class Run:
             log.warning("tracker: could not mark run %s %s: %s", self.id, status, exc)
         finally:
             # Rank 0's files are the ones readers use; `tracker compact` does the other ranks.
-            if complete and self._compact and self.owner:  # never raises
-                compact_after_finish(self._store, self.id, self.rank)
-            self._store.close()
+            if isinstance(self._store, RemoteStore):
+                self.upload_left = self._store.close()  # waits for the upload; never raises
+            else:
+                if complete and self._compact and self.owner:  # never raises
+                    compact_after_finish(self._store, self.id, self.rank)
+                self._store.close()
         _live_runs.discard(self)
 
     def __enter__(self) -> Run:
@@ -484,11 +492,14 @@ def init(
     database_url: str | None = None,
     writer: WriterConfig | None = None,
     compact: bool = True,
+    token: str | None = None,
 ) -> Run:
     """Start a run in ``store`` (default $TRACKER_STORE or ./tracker-data) and return it.
 
     ``compact``: at finish(), merge the run's segments into one stats file and per-epoch
     snapshot files (fast reads of long runs; see `tracker compact`).
+    ``store="http://host:5000"`` (or $TRACKER_STORE) logs to a tracker server with ``token``
+    (or $TRACKER_TOKEN), through a local spool ($TRACKER_SPOOL; see tracker/remote.py).
 
     >>> with tracker.init(project="digits", name="relu-lr0.1", config={"lr": 0.1}) as run:
     ...     run.watch(model)
@@ -503,7 +514,13 @@ def init(
     for tag in tags:
         check_name(tag, "tag")
     _install_exit_handlers()
-    opened = Store.open(store, database_url)
+    settings = Settings.from_env()
+    target = os.fspath(store) if store is not None else settings.store
+    opened: Store | RemoteStore
+    if is_remote(target):
+        opened = RemoteStore(target, token or settings.token)
+    else:
+        opened = Store.open(store, database_url)
     if not opened.writable:
         raise StoreError(f"the store folder {opened.root} is not writable")
     return Run(opened, project, name, _jsonable(config or {}), tags, writer, compact)

@@ -24,6 +24,7 @@ from typing import Any
 
 from tracker.capture.engine import StepRecord
 from tracker.catalog import MetricRow
+from tracker.remote import RemoteStore
 from tracker.store import Store
 from tracker.store.codecs import SEGMENT_COMPRESSION, check_compression
 from tracker.store.errors import RunBusyError
@@ -59,7 +60,7 @@ class Writer:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | RemoteStore,
         run_id: str,
         rank: int,
         tracker_version: str,
