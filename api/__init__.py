@@ -19,6 +19,7 @@ from api import (
     ingest,
     layers,
     metrics,
+    openapi,
     runs,
     series,
     tensors,
@@ -44,6 +45,7 @@ RESOURCES = (
     diagnosis,
     topk,
     ingest,
+    openapi,
 )
 
 
