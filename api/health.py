@@ -16,13 +16,13 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/health")
 def get() -> dict[str, Any]:
-    """Report whether the catalog database and the store folder can be reached."""
+    """Report whether the catalog database and the store's files can be reached."""
     store = get_store()
     try:
         with store.catalog.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception:
         raise ApiError(503, "the catalog database is unreachable") from None
-    if not store.root.is_dir():
-        raise ApiError(503, "the store folder is unreachable")
+    if not store.files.ping():
+        raise ApiError(503, "the store's files are unreachable")
     return {"status": "ok", "version": __version__, "database": store.catalog.dialect}

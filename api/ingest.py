@@ -367,7 +367,7 @@ def put_segment(run_id: str, segment_id: str) -> tuple[dict[str, Any], int]:
         try:
             store.files.put(relpath, lambda p: os.replace(tmp, p))
         except StoreError:  # the file is there already: an upload that died before registering
-            if not store.files.resolve(relpath).exists():
+            if not store.files.exists(relpath):
                 raise
             if store.files.checksum(relpath) != checksum:
                 raise ApiError(409, f"segment {segment_id} exists with other content") from None

@@ -29,8 +29,10 @@ STEPS = 45
 
 
 @pytest.fixture
-def run_store(store: Store) -> Store:
-    """A store with the synthetic run of STEPS steps in segments of 7 steps, not compacted."""
+def run_store(any_store: Store) -> Store:
+    """A store (SQLite or PostgreSQL catalog) with the synthetic run of STEPS steps in segments
+    of 7 steps, not compacted."""
+    store = any_store
     synthetic.create_run(store, RUN)
     synthetic.write_steps(store, RUN, range(STEPS))
     return store

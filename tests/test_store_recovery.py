@@ -20,7 +20,8 @@ KEY = ("fc", "activation", "output")
 
 
 @pytest.fixture
-def run_store(store: Store) -> Store:
+def run_store(any_store: Store) -> Store:
+    store = any_store  # on SQLite and on PostgreSQL
     synthetic.create_run(store, RUN)
     synthetic.write_steps(store, RUN, range(14))  # two committed segments, steps 0-13
     return store

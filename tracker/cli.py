@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from tracker.config import Settings, resolve_store_path
+from tracker.config import resolve_store_path
 from tracker.errors import TrackerError
 from tracker.store import Store
 
@@ -188,9 +188,7 @@ def doctor(store: str | None, dry_run: bool, checksums: bool, delete_orphans: bo
     """
     from tracker.store.doctor import diagnose
 
-    root = resolve_store_path(store)
-    url = Settings.from_env().database_url
-    with Store(root, url, recover=False) as opened:  # recovery on open would repair already
+    with Store.open(store, recover=False) as opened:  # recovery on open would repair already
         findings = diagnose(
             opened, repair_now=not dry_run, checksums=checksums, delete_orphans=delete_orphans
         )
@@ -198,7 +196,7 @@ def doctor(store: str | None, dry_run: bool, checksums: bool, delete_orphans: bo
         click.echo(str(finding))
     left = [f for f in findings if f.serious and not f.done]
     if not findings:
-        click.echo(f"{root}: no problems found")
+        click.echo(f"{opened.location}: no problems found")
     elif dry_run:
         click.echo(f"{len(left)} problem(s) found; run without --dry-run to repair them")
     else:
@@ -396,6 +394,7 @@ def sync(runs: tuple[str, ...], spool: str | None, token: str | None) -> None:
     """Upload what runs logged to a server left in the spool (the server was down at finish)."""
     from pathlib import Path
 
+    from tracker.config import Settings
     from tracker.remote import default_spool, sync_spool
 
     folder = Path(spool) if spool else default_spool()

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_STORE = "./tracker-data"
+# Object stores (s3://) keep a read cache, temporary files and lock files in a local folder.
+DEFAULT_CACHE_DIR = "~/.cache/tracker"
+DEFAULT_CACHE_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,11 @@ class Settings:
     finish_timeout: float = 60.0
     # Bearer token for a tracker server (store="http://..."); see `tracker token create`.
     token: str | None = None
+    # s3:// stores: the local folder of read cache and lock files, and the cache's size bound.
+    cache_dir: str = DEFAULT_CACHE_DIR
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    # S3 endpoint for MinIO or moto (None: AWS, or fsspec's FSSPEC_S3_ENDPOINT_URL).
+    s3_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -30,6 +38,9 @@ class Settings:
             database_url=env.get("TRACKER_DATABASE_URL") or None,
             finish_timeout=float(env.get("TRACKER_FINISH_TIMEOUT") or 60.0),
             token=env.get("TRACKER_TOKEN") or None,
+            cache_dir=env.get("TRACKER_CACHE_DIR") or DEFAULT_CACHE_DIR,
+            cache_bytes=int(env.get("TRACKER_CACHE_BYTES") or DEFAULT_CACHE_BYTES),
+            s3_endpoint_url=env.get("TRACKER_S3_ENDPOINT_URL") or None,
         )
 
 

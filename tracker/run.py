@@ -171,10 +171,10 @@ class Run:
 
     @property
     def store(self) -> str:
-        """The store folder this run writes to (or the server's URL)."""
+        """The store this run writes to: a folder, s3://bucket/prefix, or the server's URL."""
         if isinstance(self._store, RemoteStore):
             return self._store.url
-        return str(self._store.root)
+        return self._store.location
 
     @property
     def finished(self) -> bool:

@@ -8,10 +8,12 @@ the catalog's business. Relative paths look like ``runs/<run id>/rank<r>/<name>.
 from __future__ import annotations
 
 import re
+import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 
@@ -115,6 +117,18 @@ class Backend(ABC):
         """Remove every file under ``prefix``."""
         for info in self.list_files(prefix) + self.list_incomplete(prefix):
             self.delete(info.relpath)
+
+    def exists(self, relpath: str) -> bool:
+        """True if a complete file is stored at ``relpath``."""
+        return any(i.relpath == relpath for i in self.list_files(relpath.rsplit("/", 1)[0]))
+
+    def scratch_dir(self, folder: str) -> Path:
+        """A local folder for scratch files while building a file to store under ``folder``."""
+        return Path(tempfile.gettempdir())
+
+    def ping(self) -> bool:
+        """True if the backend can be reached (for health checks)."""
+        return True
 
     @abstractmethod
     def put_segment(

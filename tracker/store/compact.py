@@ -272,8 +272,7 @@ def _write_stats(
     # The reader's own selection, so the precomputed default rows are exactly what it would pick.
     from tracker.reader import _select_rows
 
-    folder = store.files.resolve(rank_folder(run_id, rank))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = store.files.scratch_dir(rank_folder(run_id, rank))
     scratch = folder / f"scratch-{uuid.uuid4().hex[:8]}.h5.tmp"
     gatherer = StatsGatherer(scratch, lambda index: _select_rows(index, None))
     try:

@@ -217,6 +217,18 @@ class LocalStore(Backend):
         """Remove a folder of files, e.g. one run's."""
         shutil.rmtree(self.resolve(check_relpath(prefix)), ignore_errors=True)
 
+    def exists(self, relpath: str) -> bool:
+        return self.resolve(check_relpath(relpath)).is_file()
+
+    def scratch_dir(self, folder: str) -> Path:
+        """Scratch files go in the folder itself: recovery removes those a crash leaves."""
+        path = self.resolve(check_relpath(folder))
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def ping(self) -> bool:
+        return self.root.is_dir()
+
     def delete_run(self, run_id: str) -> None:
         """Remove every file of a run."""
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
