@@ -11,10 +11,12 @@ COPY migrations ./migrations
 # The CPU build of torch first and pinned, so nothing pulls the multi-GB CUDA build.
 RUN pip install --no-cache-dir -c constraints.txt torch==2.13.0 \
         --index-url https://download.pytorch.org/whl/cpu \
- && pip install --no-cache-dir -c constraints.txt '.[postgres,server]'
+ && pip install --no-cache-dir -c constraints.txt '.[postgres,server,s3]'
 
-ENV TRACKER_STORE=/data
-VOLUME ["/data"]
+# A folder store by default; docker-compose.yml sets an s3:// store (MinIO) and PostgreSQL.
+ENV TRACKER_STORE=/data TRACKER_CACHE_DIR=/cache
+VOLUME ["/data", "/cache"]
 EXPOSE 5000
-# No --preload: each worker opens its own HDF5 handles after the fork.
-CMD ["gunicorn", "--workers", "2", "--bind", "0.0.0.0:5000", "--access-logfile", "-", "web:create_app()"]
+# gunicorn with process workers and no --preload (each worker opens its own HDF5 handles after
+# the fork), serving web:create_app(); see `tracker server --help`.
+CMD ["tracker", "server", "--host", "0.0.0.0", "--port", "5000", "--workers", "4"]

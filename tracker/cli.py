@@ -375,9 +375,13 @@ def server(store: str | None, host: str, port: int, workers: int, timeout: int) 
     no preload (no HDF5 handle is shared across a fork)."""
     import os
 
-    root = resolve_store_path(store)
+    from tracker.config import Settings
+    from tracker.store.objectstore import is_object_store_url
+
+    chosen = store if store is not None else Settings.from_env().store
+    root = chosen if is_object_store_url(chosen) else str(resolve_store_path(chosen))
     Store.open(root).close()  # create and migrate once, before the workers start
-    env = {**os.environ, "TRACKER_STORE": str(root)}
+    env = {**os.environ, "TRACKER_STORE": root}
     argv = [sys.executable, "-m", "gunicorn", "--workers", str(workers)]
     argv += ["--bind", f"{host}:{port}", "--timeout", str(timeout), "web:create_app()"]
     click.echo(f"Serving {root} on http://{host}:{port}/ with {workers} workers", err=True)
