@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from flask import request
 
 from api.errors import ApiError
 from api.store import arg, int_arg
@@ -68,4 +69,15 @@ def int_list_arg(name: str, maximum: int) -> list[int]:
     values = [int(item) for item in items]
     if len(set(values)) != len(values):
         raise ApiError(400, f"query parameter {name!r} names a number twice: {items!r}")
+    return values
+
+
+def multi_arg(name: str, maximum: int) -> list[str]:
+    """A repeatable query parameter (``tag=a&tag=b``): every value, at most ``maximum``."""
+    values = request.args.getlist(name)
+    if len(values) > maximum:
+        raise ApiError(400, f"query parameter {name!r} may be given at most {maximum} times")
+    for value in values:
+        if not value or len(value) > 1024 or "\x00" in value:
+            raise ApiError(400, f"query parameter {name!r} is empty or malformed")
     return values

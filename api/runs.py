@@ -1,13 +1,23 @@
-"""Runs and projects: GET /api/v1/projects, /runs, /runs/health, /runs/<id>, /runs/<id>/health."""
+"""Runs and projects: GET /api/v1/projects, /runs, /runs/health, /runs/<id>, /runs/<id>/health.
+
+``/runs`` filters (project, status, name, tag, config key=value), sorts (started_at, name,
+final_loss, ...) and pages with an opaque cursor: the sort value and id of the last run shown, so
+a page boundary stays put when runs are added or finish between requests (keyset pagination).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
+import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint
 
 from api.errors import ApiError
-from api.query import list_arg
+from api.query import list_arg, multi_arg
 from api.store import arg, finite_or_none, get_reader, get_store, int_arg
 from tracker.errors import InvalidArgumentError, NotFoundError
 from tracker.health import is_degraded, run_health
@@ -48,16 +58,145 @@ def projects() -> dict[str, Any]:
     return {"projects": [{"name": n, "runs": c} for n, c in get_store().catalog.projects()]}
 
 
+SORTS = ("started_at", "ended_at", "name", "status", "final_loss", "last_step", "duration_s")
+_NUMERIC_SORTS = frozenset({"final_loss", "last_step", "duration_s"})
+MAX_FILTERS = 8  # tag= and config= each, per request
+
+
+@functools.total_ordering
+class _Desc:
+    """Wraps a value so that sorting ascending orders it descending."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and self.value == other.value
+
+    def __lt__(self, other: _Desc) -> bool:
+        return bool(other.value < self.value)
+
+
+def _sort_value(body: dict[str, Any], field: str) -> Any:
+    """The JSON value a run sorts by (None sorts last in either order)."""
+    value = body.get(field)
+    if isinstance(value, float) and value != value:  # NaN loss: last, like a missing one
+        return None
+    return value
+
+
+def _key(value: Any, run_id: str, descending: bool) -> tuple[Any, ...]:
+    if value is None:  # missing values last in either order, then by id
+        return (1, 0, _Desc(run_id) if descending else run_id)
+    if descending:
+        return (0, _Desc(value), _Desc(run_id))
+    return (0, value, run_id)
+
+
+def _encode_cursor(sort: str, order: str, value: Any, run_id: str) -> str:
+    raw = json.dumps([sort, order, value, run_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str, order: str) -> tuple[Any, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        got_sort, got_order, value, run_id = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error):
+        raise ApiError(400, "cursor is malformed: pass next_cursor from a /runs answer") from None
+    if (got_sort, got_order) != (sort, order):
+        raise ApiError(400, f"cursor is from sort={got_sort} order={got_order}, not {sort} {order}")
+    numeric = sort in _NUMERIC_SORTS
+    typed = (
+        isinstance(value, int | float) and not isinstance(value, bool)
+        if numeric
+        else (isinstance(value, str))
+    )
+    if not isinstance(run_id, str) or not (value is None or typed):
+        raise ApiError(400, "cursor is malformed: pass next_cursor from a /runs answer")
+    return value, run_id
+
+
+def _config_filter(text: str) -> Callable[[dict[str, Any]], bool]:
+    """``key=value`` (``a.b=value`` for nested keys); the value is read as JSON if it parses,
+    so ``lr=0.05`` matches the number and ``act=relu`` the string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ApiError(400, f"config filter must be key=value, got {text!r}")
+    try:
+        wanted: Any = json.loads(raw)
+    except ValueError:
+        wanted = raw
+
+    def matches(config: dict[str, Any]) -> bool:
+        value = _lookup(config, key)
+        if value is _MISSING:
+            return False
+        if isinstance(value, bool) or isinstance(wanted, bool):
+            return type(value) is type(wanted) and value == wanted
+        return bool(value == wanted) or (isinstance(value, str) and value == raw)
+
+    return matches
+
+
+_MISSING = object()
+
+
+def _lookup(config: dict[str, Any], key: str) -> Any:
+    """``config[key]``, else the nested value at the dotted path ``key``, else _MISSING."""
+    if key in config:
+        return config[key]
+    value: Any = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
 @bp.get("/runs")
 def all_runs() -> dict[str, Any]:
-    """List runs, newest first; filter by project and status."""
+    """List runs (newest first by default); filter by project, status, name, tag and config
+    value; sort by any of SORTS; page with ``cursor`` (``next_cursor`` of the previous page)."""
     project = arg("project", required=False)
     status = arg("status", required=False)
     if status is not None and status not in STATUSES:
         raise InvalidArgumentError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
-    limit = int_arg("limit", required=False, default=200, minimum=1, maximum=1000)
-    rows = get_store().catalog.runs(project=project, status=status, limit=limit)
-    return {"runs": [finite_or_none(run_json(RunInfo.from_row(r, p))) for r, p in rows]}
+    name = arg("name", required=False)
+    tags = multi_arg("tag", MAX_FILTERS)
+    configs = [_config_filter(c) for c in multi_arg("config", MAX_FILTERS)]
+    sort = arg("sort", required=False, default="started_at") or "started_at"
+    if sort not in SORTS:
+        raise ApiError(400, f"sort must be one of {', '.join(SORTS)}; got {sort!r}")
+    order = arg("order", required=False) or ("desc" if sort == "started_at" else "asc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, f"order must be 'asc' or 'desc', got {order!r}")
+    limit = int_arg("limit", required=False, default=200, minimum=1, maximum=1000) or 200
+    cursor = arg("cursor", required=False)
+    after = _decode_cursor(cursor, sort, order) if cursor else None
+
+    descending = order == "desc"
+    rows = get_store().catalog.runs(project=project, status=status, name=name)
+    bodies = []
+    for run, pname in rows:
+        if tags and not set(tags) <= set(run.tags or []):
+            continue
+        if configs and not all(match(run.config or {}) for match in configs):
+            continue
+        bodies.append(finite_or_none(run_json(RunInfo.from_row(run, pname))))
+    keyed = sorted(
+        ((_key(_sort_value(b, sort), b["id"], descending), b) for b in bodies),
+        key=lambda kb: kb[0],
+    )
+    if after is not None:
+        start = _key(after[0], after[1], descending)
+        keyed = [kb for kb in keyed if kb[0] > start]
+    page = [b for _, b in keyed[:limit]]
+    next_cursor = None
+    if len(keyed) > limit:
+        last = page[-1]
+        next_cursor = _encode_cursor(sort, order, _sort_value(last, sort), last["id"])
+    return {"runs": page, "next_cursor": next_cursor}
 
 
 HEALTH_BATCH = 50  # runs per /runs/health request: the runs page asks for the rows on screen

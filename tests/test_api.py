@@ -25,7 +25,7 @@ def test_runs_and_projects(client, demo_runs: dict[str, str]) -> None:  # type: 
     runs = client.get(f"{API}/runs").get_json()["runs"]
     assert {r["name"] for r in runs} == {"healthy", "sick"}
     assert all(r["status"] == "finished" and r["last_step"] == 59 for r in runs)
-    assert client.get(f"{API}/runs?project=nope").get_json() == {"runs": []}
+    assert client.get(f"{API}/runs?project=nope").get_json() == {"runs": [], "next_cursor": None}
     assert len(client.get(f"{API}/runs?limit=1").get_json()["runs"]) == 1
     assert client.get(f"{API}/projects").get_json() == {
         "projects": [{"name": "digits-demo", "runs": 2}]

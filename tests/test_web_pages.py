@@ -175,7 +175,7 @@ def test_empty_store_runs_page(store_path):
         response = app.test_client().get("/")
         assert response.status_code == 200
         assert "tracker demo" in response.get_data(as_text=True)
-        assert app.test_client().get("/api/v1/runs").get_json() == {"runs": []}
+        assert app.test_client().get("/api/v1/runs").get_json()["runs"] == []
     finally:
         app.extensions["tracker.store"].close()
 
