@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tracker.capture.engine import StepRecord
@@ -44,6 +44,12 @@ class WriterConfig:
     # "none": compressing costs the writer thread, which holds the GIL inside h5py, more than it
     # saves on a local disk (bench/store.py); compaction compresses snapshots after training.
     compression: str = SEGMENT_COMPRESSION
+
+
+@dataclass
+class _FlushRequest:
+    done: threading.Event = field(default_factory=threading.Event)
+    complete: bool = False
 
 
 def _record_bytes(record: StepRecord) -> int:
@@ -77,7 +83,8 @@ class Writer:
         self.config = config or WriterConfig()
         check_compression(self.config.compression)
         self.counters: Counter[str] = Counter()
-        self._queue: queue.Queue[StepRecord | threading.Event | None] = queue.Queue()
+        self._queue: queue.Queue[StepRecord | _FlushRequest | None] = queue.Queue()
+        self._lost_since_flush = False  # a segment file could not be written since the last flush
         self._queued_bytes = 0
         self._bytes_lock = threading.Lock()
         self._builder = SegmentBuilder(run_id, rank)
@@ -121,9 +128,9 @@ class Writer:
         recovery if this process dies)."""
         if not self._thread.is_alive():
             return False
-        done = threading.Event()
-        self._queue.put(done)
-        return done.wait(timeout) and not self._unregistered and self._pending_since is None
+        request = _FlushRequest()
+        self._queue.put(request)
+        return request.done.wait(timeout) and request.complete
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush, then stop the thread."""
@@ -145,9 +152,14 @@ class Writer:
                 # A segment that could not be registered stays for recovery: keep the lock file.
                 self._lock.release(finished=not self._unregistered)
                 return
-            if isinstance(item, threading.Event):
+            if isinstance(item, _FlushRequest):
                 self._commit()
-                item.set()
+                # Complete: every step since the last flush is in a registered segment.
+                item.complete = not (
+                    self._lost_since_flush or self._unregistered or self._pending_since is not None
+                )
+                self._lost_since_flush = False
+                item.done.set()
                 continue
             if isinstance(item, StepRecord):
                 with self._bytes_lock:
@@ -227,6 +239,7 @@ class Writer:
                 self.counters["segments"] += 1
             except Exception as exc:
                 self.counters["lost_steps"] += len(builder)
+                self._lost_since_flush = True
                 self._on_error("writing a segment file", exc)
         try:
             self._store.catalog.commit_batch(

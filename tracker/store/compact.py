@@ -45,6 +45,7 @@ from tracker.store.compacted import (
     write_snapshots_file,
     write_stats_file,
 )
+from tracker.store.hdf5image import require_free_space
 from tracker.store.locks import RunLock
 from tracker.store.recovery import recover_rank
 from tracker.version import __version__
@@ -136,6 +137,10 @@ def compact_run(
     for rank in store.catalog.ranks(run_id) if ranks is None else ranks:
         with RunLock(store.root, run_id, rank, "compaction"):
             recover_rank(store, run_id, rank)
+            # HDF5 crashes the process on a full disk (hdf5image.py): never start one that would.
+            sources = sum(r.nbytes for r in store.catalog.segments(run_id, rank))
+            scratch = store.files.scratch_dir(rank_folder(run_id, rank))
+            require_free_space(scratch, sources, f"compacting run {run_id}")
             _compact_rank(
                 store, run_id, rank, result, snapshot_every, snapshot_compression, stats_compression
             )

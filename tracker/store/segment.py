@@ -48,6 +48,7 @@ from tracker.capture.step import Summary
 from tracker.errors import SchemaVersionError, StoreError
 from tracker.names import STAT_NAMES, decode, encode
 from tracker.store.codecs import dataset_options
+from tracker.store.hdf5image import write_image
 
 FORMAT = "tracker-segment"
 SCHEMA_VERSION = 2
@@ -182,7 +183,8 @@ def write_segment(
 ) -> None:
     """Write ``builder`` as a complete segment file at ``path`` (the caller makes it durable)."""
     snapshot_options = dataset_options(compression)
-    with h5py.File(path, "w", libver=("v110", "latest")) as f:
+
+    def build(f: h5py.File) -> None:
         f.attrs.update(
             root_attrs(
                 SEGMENT,
@@ -211,6 +213,9 @@ def write_segment(
                 entries = [(st, c, flags, snap) for (st, c), (flags, snap) in buf.snapshots.items()]
                 write_snapshots(g, entries, snapshot_options)
         _write_batch(f, builder.batch)
+
+    # Built in memory: a full disk must be an OSError here, not a crash inside HDF5.
+    write_image(path, build)
 
 
 def write_snapshots(

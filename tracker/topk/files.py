@@ -27,6 +27,7 @@ from tracker.names import encode
 from tracker.store import Store, StoredFile
 from tracker.store import segment as seg
 from tracker.store.backend import new_file_name, rank_folder
+from tracker.store.hdf5image import write_image
 from tracker.topk.collect import LayerTopK, TopKResult
 from tracker.topk.stream import ChannelTopK
 from tracker.version import __version__
@@ -41,7 +42,7 @@ def write_top_k(
     step: int,
     file_id: str,
 ) -> None:
-    with h5py.File(path, "w", libver=("v110", "latest")) as f:
+    def build(f: h5py.File) -> None:
         f.attrs.update(seg.root_attrs(seg.TOPK, run_id, rank, step, step, file_id, __version__))
         f.attrs["epoch"] = -1 if epoch is None else int(epoch)
         f.attrs["k"] = max(r.top.k for r in result.layers.values())
@@ -61,6 +62,8 @@ def write_top_k(
         seg.put_array(samples, "indices", result.sample_indices.astype(np.int64))
         if result.samples is not None:
             seg.put_array(samples, "data", result.samples.astype(np.float32))
+
+    write_image(path, build)  # in memory first: a full disk must not crash training (I1)
 
 
 @dataclass(frozen=True)
