@@ -79,7 +79,8 @@ def pg_database_url() -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    # pre-ping: tests/test_reliability.py restarts the server while this engine is pooled.
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.execute(text("SELECT 1"))
