@@ -204,9 +204,7 @@ def _cluster() -> tuple[str, str] | None:
     return (lines[0], lines[1]) if len(lines) >= 2 else None
 
 
-def test_postgres_restart_during_ingest_loses_nothing(
-    tmp_path: Path, pg_database_url: str
-) -> None:
+def test_postgres_restart_during_ingest_loses_nothing(tmp_path: Path, pg_database_url: str) -> None:
     """The catalog database restarts mid-run: training goes on, segments written meanwhile are
     registered once it is back, every step is there exactly once."""
     cluster = _cluster()
