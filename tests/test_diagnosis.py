@@ -212,3 +212,19 @@ def test_cli_prints_findings_and_fails_on_request(demo_store: Path) -> None:
     healthy = ["diagnose", "healthy", "--store", str(demo_store), "--fail-on", "warning"]
     result = runner.invoke(main, healthy)
     assert result.exit_code == 0 and ": ok" in result.output
+
+
+def test_api_diagnoses_a_run_once_until_its_files_change(  # type: ignore[no-untyped-def]
+    client, demo_runs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api import diagnosis as route
+
+    calls = []
+    real = route.diagnose
+    monkeypatch.setattr(route, "diagnose", lambda r: calls.append(r.id) or real(r))
+    route._cache.clear()
+    url = f"/api/v1/runs/{demo_runs['sick']}/diagnosis"
+    first = client.get(url).get_json()
+    assert client.get(url).get_json() == first and calls == [demo_runs["sick"]]
+    route._cache.clear()  # what a new segment does: another key
+    assert client.get(url).get_json() == first and len(calls) == 2
