@@ -237,8 +237,12 @@ def main() -> None:
         os.killpg(server.pid, 15)
         server.wait()
         s3.stop()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()  # a pooled connection may have been cut while the round ran
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        except Exception as exc:
+            print(f"could not drop the database {db}: {exc}", file=sys.stderr)
         admin.dispose()
     cols = ["writers", "steps_per_s", "segments_per_s", "lost_steps", "server_5xx", "reads"]
     cols += ["read_p50_ms", "read_p99_ms", "reader_errors"]
