@@ -26,6 +26,19 @@ from flask import Blueprint
 from api.aligned import FLOOR, SCORE_HELP, align, epoch_means, log10_floor, rank, score
 from api.errors import ApiError
 from api.histograms import edges_json, trim_range
+from api.params import (
+    LAYER,
+    PARAM,
+    POINTS,
+    PROBE,
+    QUANTITY,
+    STAT,
+    Param,
+    integer,
+    names,
+    query,
+    text,
+)
 from api.query import MAX_RUNS, bool_arg, int_list_arg, list_arg, points_arg
 from api.store import arg, finite_or_none, get_reader, int_arg
 from tracker.capture.histogram import to_display
@@ -74,6 +87,22 @@ class Entry:
         if self.epoch is None:
             return steps
         return steps[(steps >= self.first) & (steps <= self.last)]
+
+
+ENTRIES = (
+    names("runs", "Run ids", MAX_RUNS, required=True),
+    Param(
+        "epochs",
+        f"Epochs of the one run in runs= to compare (comma-separated, at most {MAX_RUNS})",
+        {"type": "string", "pattern": "^[0-9]{1,9}(,[0-9]{1,9})*$"},
+    ),
+)
+ALIGN = text("align", "Align entries by step (default) or epoch", enum=ALIGNS)
+PICK = (
+    integer("offset", "Epochs of one run: steps into each epoch (default: its last step)"),
+    integer("epoch", "align=epoch: the epoch to show (default: the last)"),
+    integer("step", "align=step: the latest step at or before this one (default: the last)"),
+)
 
 
 def entries() -> list[Entry]:
@@ -146,6 +175,7 @@ def _tensor_query() -> tuple[str, str, str | None]:
 
 
 @bp.get("/compare")
+@query(*ENTRIES, ALIGN, LAYER, QUANTITY, PARAM, STAT, POINTS, PROBE)
 def curves() -> dict[str, Any]:
     """One stat of one layer for every entry, downsampled, on a shared x axis."""
     chosen = entries()
@@ -212,6 +242,7 @@ def _main_part(reader: RunReader, layer: str, quantity: str) -> str | None:
 
 
 @bp.get("/compare/layers")
+@query(*ENTRIES, ALIGN, QUANTITY.but(required=False), STAT, PROBE)
 def layers() -> dict[str, Any]:
     """Every (layer, quantity) ranked by how far apart the entries' stat is, most first."""
     chosen = entries()
@@ -326,6 +357,7 @@ def _pick(chosen: list[Entry], available: list[np.ndarray], how: str) -> list[in
 
 
 @bp.get("/compare/histograms")
+@query(*ENTRIES, ALIGN, LAYER, QUANTITY, PARAM, PROBE, *PICK)
 def histograms() -> dict[str, Any]:
     """Each entry's histogram at the aligned step, on one shared bin range, and the difference
     of each one's share of values per bin from the first entry's (exact: the bins are shared)."""
@@ -391,6 +423,7 @@ def _snapshot_steps(
 
 
 @bp.get("/compare/snapshots")
+@query(*ENTRIES, LAYER, QUANTITY, PARAM)
 def snapshots() -> dict[str, Any]:
     """Steps with a snapshot of this tensor per entry: of the training batch and of the probe."""
     chosen = entries()
@@ -426,6 +459,19 @@ def _tensor_json(data: np.ndarray, meta: dict[str, Any] | None = None) -> dict[s
 
 
 @bp.get("/compare/tensors")
+@query(
+    *ENTRIES,
+    ALIGN,
+    LAYER,
+    QUANTITY,
+    PARAM,
+    text(
+        "probe",
+        "auto (default: probe inputs if every entry has them), 0 or 1",
+        enum=("auto", "0", "1"),
+    ),
+    *PICK,
+)
 def tensors() -> dict[str, Any]:
     """Each entry's snapshot at the aligned step (probe inputs when every entry has them, unless
     ``probe=0``), and each one minus the first where their shapes match."""

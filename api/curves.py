@@ -15,6 +15,7 @@ from flask import Blueprint
 from sqlalchemy import func, select
 
 from api.errors import ApiError
+from api.params import END, POINTS, START, names, query
 from api.query import list_arg, points_arg, step_range
 from api.store import finite_or_none, get_reader, get_store
 from tracker.catalog import Metric
@@ -27,6 +28,7 @@ MAX_NAMES = 64
 
 
 @bp.get("/runs/<run_id>/curves")
+@query(names("names", "Metric names (default: the first 64)", MAX_NAMES), POINTS, START, END)
 def get(run_id: str) -> dict[str, Any]:
     """Logged metrics, downsampled by the database to at most ``points`` buckets each."""
     reader = get_reader(run_id)

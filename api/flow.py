@@ -16,6 +16,7 @@ import numpy as np
 from flask import Blueprint
 
 from api.aligned import epoch_means
+from api.params import POINTS, PROBE, query
 from api.query import bool_arg, points_arg
 from api.store import finite_or_none, get_reader
 from tracker.downsample import grid_of, on_grid
@@ -48,6 +49,7 @@ def _ratio(
 
 
 @bp.get("/runs/<run_id>/flow")
+@query(POINTS, PROBE)
 def get(run_id: str) -> dict[str, Any]:
     """Weight-gradient norms and gradient/weight ratios of every layer, over steps and epochs."""
     points = points_arg() or DEFAULT_POINTS

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint
 
+from api.params import CALL, END, LAYER, PARAM, POINTS, PROBE, QUANTITY, START, STEP, query
 from api.query import bool_arg, points_arg, step_range, within
 from api.store import arg, finite_or_none, get_reader, int_arg
 from tracker.capture.histogram import display_edges, to_display
@@ -43,6 +44,7 @@ def _query() -> tuple[str, str, str | None, int | None, bool]:
 
 
 @bp.get("/runs/<run_id>/histogram")
+@query(LAYER, QUANTITY, PARAM, CALL, PROBE, STEP)
 def get(run_id: str) -> dict[str, Any]:
     """One histogram. ``offset`` is the index of the first bin in the shared 511 display bins, so
     histograms of any run or step line up bin for bin; ``edges`` has one more entry than ``counts``
@@ -63,6 +65,7 @@ def get(run_id: str) -> dict[str, Any]:
 
 
 @bp.get("/runs/<run_id>/histograms")
+@query(LAYER, QUANTITY, PARAM, CALL, PROBE, POINTS, START, END)
 def all_histograms(run_id: str) -> dict[str, Any]:
     """Every stored histogram of one tensor: a steps x bins matrix for a heatmap over time."""
     layer, quantity, param, call, probe = _query()

@@ -11,12 +11,14 @@ from typing import Any
 
 from flask import Blueprint
 
+from api.params import flag, query
 from api.query import bool_arg
 from api.store import arg, finite_or_none, get_reader
 from tracker.names import STAT_NAMES
 from tracker.reader import RunReader
 
 bp = Blueprint("layers", __name__)
+LATEST = flag("latest", "0: type, shapes and parameters only (default 1: also latest stats, flags)")
 
 
 def _with_latest() -> bool:
@@ -47,6 +49,7 @@ def _describe(reader: RunReader, names: list[str]) -> list[dict[str, Any]]:
 
 
 @bp.get("/runs/<run_id>/layers")
+@query(LATEST)
 def all_layers(run_id: str) -> dict[str, Any]:
     """Watched layers in model order, with shapes, parameters, latest stats and health flags."""
     reader = get_reader(run_id)
@@ -55,6 +58,7 @@ def all_layers(run_id: str) -> dict[str, Any]:
 
 
 @bp.get("/runs/<run_id>/layers/<path:name>")
+@query(LATEST)
 def get(run_id: str, name: str) -> dict[str, Any]:
     """One layer (its name URL-quoted), described as in the list."""
     reader = get_reader(run_id)

@@ -1,8 +1,9 @@
 """GET /api/v1/openapi.json: an OpenAPI 3.1 description generated from the routes themselves.
 
 Every rule under /api/v1 becomes a path, each method an operation whose summary and description
-are the handler's docstring; path parameters come from the rule. A test checks every route is
-described, so the document cannot fall behind the code.
+are the handler's docstring; path parameters come from the rule, query parameters from the
+handler's ``@query(...)`` declaration (api/params.py), which is also what the handler reads them
+through. A test checks every route is described, so the document cannot fall behind the code.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 from flask import Blueprint, current_app
 
+from api.params import declared
+from tracker.store.backend import RUN_ID
 from tracker.version import __version__
 
 bp = Blueprint("openapi", __name__)
@@ -27,18 +30,22 @@ def _path_parameters(rule: str) -> list[dict[str, Any]]:
     params = []
     for converter, name in _PARAM.findall(rule):
         schema: dict[str, Any] = {"type": "integer"} if converter == "int" else {"type": "string"}
+        if name == "run_id":
+            schema["pattern"] = RUN_ID.pattern
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return params
 
 
 def _operation(endpoint: str, method: str, rule: str) -> dict[str, Any]:
-    doc = inspect.getdoc(current_app.view_functions[endpoint]) or ""
+    view = current_app.view_functions[endpoint]
+    doc = inspect.getdoc(view) or ""
+    query = [p.openapi() for p in declared(view).values()]
     op: dict[str, Any] = {
         "operationId": f"{endpoint}.{method.lower()}",
         "summary": doc.split("\n\n")[0].replace("\n", " "),
         "description": doc,
         "tags": [endpoint.split(".")[0]],
-        "parameters": _path_parameters(rule),
+        "parameters": _path_parameters(rule) + query,
         "responses": {"200": {"description": "OK"}, "4XX": _ERROR},
     }
     if method in _WRITES:

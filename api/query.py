@@ -6,6 +6,7 @@ import numpy as np
 from flask import request
 
 from api.errors import ApiError
+from api.params import lookup
 from api.store import arg, int_arg
 from tracker.downsample import MAX_POINTS
 
@@ -74,6 +75,8 @@ def int_list_arg(name: str, maximum: int) -> list[int]:
 
 def multi_arg(name: str, maximum: int) -> list[str]:
     """A repeatable query parameter (``tag=a&tag=b``): every value, at most ``maximum``."""
+    if not lookup(name).repeat:
+        raise RuntimeError(f"query parameter {name!r} is read as repeatable unlike its declaration")
     values = request.args.getlist(name)
     if len(values) > maximum:
         raise ApiError(400, f"query parameter {name!r} may be given at most {maximum} times")

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint
 
 from api.errors import ApiError
+from api.params import Param, integer, names, query, text
 from api.query import list_arg, multi_arg
 from api.store import arg, finite_or_none, get_reader, get_store, int_arg
 from tracker.errors import InvalidArgumentError, NotFoundError
@@ -155,6 +156,21 @@ def _lookup(config: dict[str, Any], key: str) -> Any:
 
 
 @bp.get("/runs")
+@query(
+    text("project", "Only runs of this project"),
+    text("status", "Only runs in this state", enum=STATUSES),
+    text("name", "Only runs of this name"),
+    Param("tag", "Only runs with this tag (repeat: all of them)", repeat=True),
+    Param(
+        "config",
+        "Only runs whose config has key=value (a.b=v: nested; v read as JSON)",
+        repeat=True,
+    ),
+    text("sort", "Sort by (default started_at)", enum=SORTS),
+    text("order", "asc or desc (default: desc for started_at, else asc)", enum=("asc", "desc")),
+    integer("limit", "Runs per page (default 200)", 1, 1000),
+    text("cursor", "next_cursor of the previous page"),
+)
 def all_runs() -> dict[str, Any]:
     """List runs (newest first by default); filter by project, status, name, tag and config
     value; sort by any of SORTS; page with ``cursor`` (``next_cursor`` of the previous page)."""
@@ -203,6 +219,7 @@ HEALTH_BATCH = 50  # runs per /runs/health request: the runs page asks for the r
 
 
 @bp.get("/runs/health")
+@query(names("ids", "Run ids", HEALTH_BATCH, required=True))
 def health_of_runs() -> dict[str, Any]:
     """Overall health of several runs (``ids=a,b,...``) for the runs list's badges.
 

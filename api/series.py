@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint
 
 from api.errors import ApiError
+from api.params import CALL, END, LAYER, PARAM, POINTS, PROBE, QUANTITY, START, names, query
 from api.query import bool_arg, points_arg, step_range, within
 from api.store import arg, finite_or_none, get_reader, int_arg
 from tracker.downsample import downsample
@@ -21,6 +22,17 @@ bp = Blueprint("series", __name__)
 
 
 @bp.get("/runs/<run_id>/series")
+@query(
+    LAYER,
+    QUANTITY,
+    names("stat", f"Stats: {', '.join(STAT_NAMES)} (default mean)", len(STAT_NAMES)),
+    PARAM,
+    CALL,
+    POINTS,
+    PROBE,
+    START,
+    END,
+)
 def get(run_id: str) -> dict[str, Any]:
     """One or more stats (comma-separated) of one tensor over the whole run."""
     layer = arg("layer")

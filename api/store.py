@@ -8,6 +8,7 @@ import numpy as np
 from flask import current_app, g, request
 
 from api.errors import ApiError
+from api.params import FLAG_VALUES, MAX_INT, MAX_VALUE, Param, lookup
 from tracker.reader import RunReader, find_run
 from tracker.store import Store, check_run_id
 
@@ -38,34 +39,63 @@ def close_readers(exc: BaseException | None = None) -> None:
 
 
 def arg(name: str, required: bool = True, default: str | None = None) -> str | None:
-    """A query parameter, with a 400 naming it when it is missing."""
+    """A query parameter, with a 400 naming it when it is missing (see api/params.py)."""
+    declared = lookup(name)
+    _check_declared(declared, required)
+    value = _raw(name, required, default)
+    allowed = declared.schema.get("enum")
+    if value is not None and allowed is not None and value not in allowed:
+        if tuple(allowed) == FLAG_VALUES:
+            raise ApiError(400, f"query parameter {name!r} must be 0 or 1, got {value!r}")
+        raise ApiError(400, f"unknown {name} {value!r}; {name} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _raw(name: str, required: bool, default: str | None) -> str | None:
     value = request.args.get(name)
     if value is None or value == "":
         if required:
             raise ApiError(400, f"query parameter {name!r} is required")
         return default
-    if len(value) > 1024 or "\x00" in value:
+    if len(value) > MAX_VALUE or "\x00" in value:
         raise ApiError(400, f"query parameter {name!r} is malformed")
     return value
+
+
+def _check_declared(declared: Param, required: bool) -> None:
+    if declared.required != required:
+        raise RuntimeError(
+            f"query parameter {declared.name!r}: required={required} is not as declared"
+        )
 
 
 def int_arg(
     name: str,
     required: bool = True,
     default: int | None = None,
-    minimum: int = 0,
-    maximum: int = 2**62,
+    minimum: int | None = None,
+    maximum: int | None = None,
 ) -> int | None:
-    """An integer query parameter within [minimum, maximum]."""
-    raw = arg(name, required=required)
+    """An integer query parameter within the declared [minimum, maximum]."""
+    declared = lookup(name)
+    _check_declared(declared, required)
+    low: int = declared.schema.get("minimum", 0)
+    high: int = declared.schema.get("maximum", MAX_INT)
+    if (
+        declared.schema.get("type") != "integer"
+        or (minimum is not None and minimum != low)
+        or (maximum is not None and maximum != high)
+    ):
+        raise RuntimeError(f"query parameter {name!r} is read as an integer unlike its declaration")
+    raw = _raw(name, required, None)
     if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError:
         raise ApiError(400, f"query parameter {name!r} must be an integer, got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise ApiError(400, f"query parameter {name!r} must be between {minimum} and {maximum}")
+    if not low <= value <= high:
+        raise ApiError(400, f"query parameter {name!r} must be between {low} and {high}")
     return value
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from flask import Blueprint, Response
 
 from api.errors import ApiError
+from api.params import CALL, LAYER, PARAM, PROBE, QUANTITY, STEP, query, text
 from api.query import bool_arg
 from api.store import arg, finite_or_none, get_reader, int_arg
 from tracker.names import check_quantity
@@ -21,6 +22,7 @@ bp = Blueprint("tensors", __name__)
 
 
 @bp.get("/runs/<run_id>/snapshots")
+@query(LAYER, QUANTITY, PARAM, CALL, PROBE)
 def steps(run_id: str) -> dict[str, Any]:
     """Steps at which a snapshot of this tensor is stored."""
     layer = arg("layer") or ""
@@ -39,6 +41,15 @@ def steps(run_id: str) -> dict[str, Any]:
 
 
 @bp.get("/runs/<run_id>/tensor")
+@query(
+    LAYER,
+    QUANTITY,
+    STEP,
+    PARAM,
+    CALL,
+    PROBE,
+    text("format", "json (default) or npy", enum=("json", "npy")),
+)
 def get(run_id: str) -> Any:
     """One stored snapshot, as JSON (flat row-major data) or as a NumPy .npy file."""
     layer = arg("layer") or ""

@@ -8,6 +8,7 @@ import numpy as np
 from flask import Blueprint
 
 from api.errors import ApiError
+from api.params import flag, integer, query
 from api.store import arg, finite_or_none, get_reader, int_arg
 
 bp = Blueprint("topk", __name__)
@@ -22,6 +23,13 @@ def passes(run_id: str) -> dict[str, Any]:
 
 
 @bp.get("/runs/<run_id>/layers/<path:name>/topk")
+@query(
+    integer("epoch", "The pass of this epoch (default: the newest)", maximum=10**9),
+    integer("step", "The pass at this step"),
+    integer("start", "First channel (default 0)", maximum=10**6),
+    integer("count", f"Channels (default and at most {MAX_CHANNELS})", 1, MAX_CHANNELS),
+    flag("patches", "0: leave out the input patches (default 1)"),
+)
 def layer(run_id: str, name: str) -> dict[str, Any]:
     """One layer's top-k inputs per channel from one pass (``epoch`` or ``step``; default the
     newest), channels ``start`` to ``start + count`` (at most 64): values, dataset indices,
