@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint
 
+from api.cache import immutable
 from api.params import CALL, END, LAYER, PARAM, POINTS, PROBE, QUANTITY, START, STEP, query
 from api.query import bool_arg, points_arg, step_range, within
 from api.store import arg, finite_or_none, get_reader, int_arg
@@ -44,6 +45,7 @@ def _query() -> tuple[str, str, str | None, int | None, bool]:
 
 
 @bp.get("/runs/<run_id>/histogram")
+@immutable
 @query(LAYER, QUANTITY, PARAM, CALL, PROBE, STEP)
 def get(run_id: str) -> dict[str, Any]:
     """One histogram. ``offset`` is the index of the first bin in the shared 511 display bins, so
@@ -65,6 +67,7 @@ def get(run_id: str) -> dict[str, Any]:
 
 
 @bp.get("/runs/<run_id>/histograms")
+@immutable
 @query(LAYER, QUANTITY, PARAM, CALL, PROBE, POINTS, START, END)
 def all_histograms(run_id: str) -> dict[str, Any]:
     """Every stored histogram of one tensor: a steps x bins matrix for a heatmap over time."""

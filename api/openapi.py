@@ -48,6 +48,12 @@ def _operation(endpoint: str, method: str, rule: str) -> dict[str, Any]:
         "parameters": _path_parameters(rule) + query,
         "responses": {"200": {"description": "OK"}, "4XX": _ERROR},
     }
+    if getattr(view, "cacheable", False):  # api/cache.py: ETag, Cache-Control, 304
+        op["responses"]["200"]["headers"] = {
+            "ETag": {"schema": {"type": "string"}},
+            "Cache-Control": {"schema": {"type": "string"}},
+        }
+        op["responses"]["304"] = {"description": "Not Modified: the If-None-Match tag holds"}
     if method in _WRITES:
         op["security"] = [{"bearer": []}]
         op["responses"]["201"] = {"description": "Created"}

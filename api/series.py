@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint
 
+from api.cache import immutable
 from api.errors import ApiError
 from api.params import CALL, END, LAYER, PARAM, POINTS, PROBE, QUANTITY, START, names, query
 from api.query import bool_arg, points_arg, step_range, within
@@ -22,6 +23,7 @@ bp = Blueprint("series", __name__)
 
 
 @bp.get("/runs/<run_id>/series")
+@immutable
 @query(
     LAYER,
     QUANTITY,

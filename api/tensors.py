@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response
 
+from api.cache import immutable
 from api.errors import ApiError
 from api.params import CALL, LAYER, PARAM, PROBE, QUANTITY, STEP, query, text
 from api.query import bool_arg
@@ -22,6 +23,7 @@ bp = Blueprint("tensors", __name__)
 
 
 @bp.get("/runs/<run_id>/snapshots")
+@immutable
 @query(LAYER, QUANTITY, PARAM, CALL, PROBE)
 def steps(run_id: str) -> dict[str, Any]:
     """Steps at which a snapshot of this tensor is stored."""
@@ -41,6 +43,7 @@ def steps(run_id: str) -> dict[str, Any]:
 
 
 @bp.get("/runs/<run_id>/tensor")
+@immutable
 @query(
     LAYER,
     QUANTITY,
