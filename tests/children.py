@@ -120,6 +120,7 @@ def crash_writer(root: str, run_id: str, plan: dict[str, Any], report: str) -> N
     store = Store.open(root)
     _STORE.append(store)
     synthetic.create_run(store, run_id)
+    _report(report, "ready")  # the run and its layers exist: from here on a kill is a crash
     point = plan["point"]
     real_commit = Catalog.commit_batch
 

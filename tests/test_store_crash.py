@@ -143,6 +143,14 @@ def test_sigkill_anywhere_loses_nothing_committed(
         )
         child.start()
         if plan["point"] == "random":
+            # Kill a writer, not a process still starting (a loaded machine starts slowly).
+            deadline = time.monotonic() + 60
+            while (
+                time.monotonic() < deadline
+                and child.is_alive()
+                and not (report_path.exists() and "ready" in report_path.read_text())
+            ):
+                time.sleep(0.01)
             time.sleep(rng.uniform(0.05, 1.0))
             if child.pid is not None and child.is_alive():
                 child.kill()
