@@ -39,12 +39,17 @@ def test_top_inputs_grid_and_comparison(
     if os.environ.get("TRACKER_DOCS_IMAGES"):  # regenerate docs/reading-the-panels.md's picture
         clip = {"x": 0, "y": 0, "width": 1600, "height": 1100}
         tab.page.screenshot(path=str(DOCS_IMAGES / "guide-topk.png"), clip=clip)
+    tab.goto(f"/runs/{sick}/layers/conv2")  # reached from the layer explorer
+    tab.page.locator("#layer-top-inputs").click()
+    tab.page.locator(".topk-grid").first.wait_for()
+    assert tab.query()["layer"] == ["conv2"]
     tab.assert_clean()
 
 
-def test_top_inputs_empty_state(tab: Tab, demo_runs: dict[str, str]) -> None:  # noqa: F811
+def test_a_layer_without_top_inputs_falls_back_and_says_so(tab: Tab, demo_runs: dict[str, str]) -> None:  # noqa: F811
     tab.goto(f"/runs/{demo_runs['healthy']}/topk?layer=nope")
     tab.page.locator(".topk-grid").first.wait_for()
-    # An unknown layer in the URL falls back to the first layer with top inputs.
+    # A layer without top inputs in the URL falls back to the first layer that has them, saying so.
     assert tab.page.locator("#topk-layer").input_value() == "conv1"
+    assert "nope has no top inputs" in tab.page.locator("#topk-note").inner_text()
     tab.assert_clean()

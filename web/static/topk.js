@@ -232,7 +232,13 @@ async function main() {
   }
   const layers = [...new Set(mine.flatMap((p) => p.layers))];
   ui.layer.replaceChildren(...layers.map((l) => el("option", { value: l }, l)));
-  ui.layer.value = layers.includes(url.get("layer")) ? url.get("layer") : layers[0];
+  const asked = url.get("layer");
+  ui.layer.value = layers.includes(asked) ? asked : layers[0];
+  const note = document.getElementById("topk-note");
+  if (asked && !layers.includes(asked)) {
+    note.textContent = `${asked} has no top inputs recorded (they are kept for conv and linear layers, or those chosen with top_k_layers=); showing ${layers[0]}.`;
+    note.hidden = false;
+  }
   fillPasses(ui.epoch, mine, url.get("epoch"));
   const runs = (await getJSON("/runs", { limit: 200 })).runs;
   ui.vs.append(
