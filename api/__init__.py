@@ -26,7 +26,8 @@ from api import (
     topk,
     usage,
 )
-from api.store import EXTENSION, close_readers
+from api.handles import OpenFiles
+from api.store import EXTENSION, FILES, close_readers
 from tracker.store import Store
 
 PREFIX = "/api/v1"
@@ -66,6 +67,7 @@ def create_app(
         app.config.update(config)
     opened = store if isinstance(store, Store) else Store.open(store, database_url)
     app.extensions[EXTENSION] = opened
+    app.extensions[FILES] = OpenFiles(opened)  # per worker: the app is built in each (no preload)
     for resource in RESOURCES:
         app.register_blueprint(resource.bp, url_prefix=PREFIX)
     auth.register(app, PREFIX)

@@ -8,11 +8,13 @@ import numpy as np
 from flask import current_app, g, request
 
 from api.errors import ApiError
+from api.handles import OpenFiles
 from api.params import FLAG_VALUES, MAX_INT, MAX_VALUE, Param, lookup
 from tracker.reader import RunReader, find_run
 from tracker.store import Store, check_run_id
 
 EXTENSION = "tracker.store"
+FILES = "tracker.files"
 
 
 def get_store() -> Store:
@@ -29,13 +31,26 @@ def get_reader(run_id: str) -> RunReader:
         info = find_run(store, run_id)
         if info.id != run_id:
             raise ApiError(404, f"no run with id {run_id!r}")
-        readers[run_id] = RunReader(store, info)
+        files = get_files()
+        readers[run_id] = RunReader(store, info, opener=None if files is None else files.open)
     return readers[run_id]
+
+
+def get_files() -> OpenFiles | None:
+    """This worker's cache of open files (api/handles.py), marked in use by this request."""
+    files: OpenFiles | None = current_app.extensions.get(FILES)
+    if files is not None and not g.get("tracker_files_used"):
+        files.begin()
+        g.tracker_files_used = True
+    return files
 
 
 def close_readers(exc: BaseException | None = None) -> None:
     for reader in g.pop("tracker_readers", {}).values():
         reader.close()
+    files: OpenFiles | None = current_app.extensions.get(FILES)
+    if files is not None:
+        files.end(began=g.pop("tracker_files_used", False))
 
 
 def arg(name: str, required: bool = True, default: str | None = None) -> str | None:

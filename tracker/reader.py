@@ -99,9 +99,17 @@ class RunReader:
     """Read-only view of one run's layers, stats, histograms, snapshots and metrics."""
 
     def __init__(
-        self, store: Store, info: RunInfo, owns_store: bool = False, rank: int = 0
+        self,
+        store: Store,
+        info: RunInfo,
+        owns_store: bool = False,
+        rank: int = 0,
+        opener: Callable[[str], h5py.File] | None = None,
     ) -> None:
         self._store = store
+        # Opens a file by relpath; given, it owns the handles (the API's per-worker LRU, which
+        # keeps them across requests) and close() leaves them open.
+        self._opener = opener
         self._owns_store = owns_store
         self.info = info
         # Under DDP each rank's tensors are its own (its batch's activations); rank 0's are read
@@ -148,7 +156,7 @@ class RunReader:
             raise NotFoundError(
                 f"run {self.id} has no tensors of rank {rank}; ranks: {self.ranks()}"
             )
-        return RunReader(self._store, self.info, owns_store=False, rank=rank)
+        return RunReader(self._store, self.info, owns_store=False, rank=rank, opener=self._opener)
 
     def __enter__(self) -> RunReader:
         return self
@@ -261,6 +269,8 @@ class RunReader:
         return None
 
     def _open(self, relpath: str) -> h5py.File:
+        if self._opener is not None:
+            return self._opener(relpath)
         f = self._files.get(relpath)
         if f is not None:
             self._files.move_to_end(relpath)
