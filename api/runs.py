@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, g
 
 from api.errors import ApiError
 from api.params import Param, integer, names, query, text
@@ -55,8 +55,21 @@ def run_json(info: RunInfo) -> dict[str, Any]:
 
 @bp.get("/projects")
 def projects() -> dict[str, Any]:
-    """List projects with their run counts."""
-    return {"projects": [{"name": n, "runs": c} for n, c in get_store().catalog.projects()]}
+    """List projects with their run counts (only the token's, where reads need a token)."""
+    scope = token_project()
+    return {
+        "projects": [
+            {"name": n, "runs": c}
+            for n, c in get_store().catalog.projects()
+            if scope is None or n == scope
+        ]
+    }
+
+
+def token_project() -> str | None:
+    """The one project this request's token may read, if reads need a token and it has one."""
+    token = g.get("tracker_token")
+    return None if token is None else token.project
 
 
 SORTS = ("started_at", "ended_at", "name", "status", "final_loss", "last_step", "duration_s")
@@ -175,6 +188,11 @@ def all_runs() -> dict[str, Any]:
     """List runs (newest first by default); filter by project, status, name, tag and config
     value; sort by any of SORTS; page with ``cursor`` (``next_cursor`` of the previous page)."""
     project = arg("project", required=False)
+    scope = token_project()
+    if scope is not None:  # reads need a token (TRACKER_READ_AUTH) that is for one project
+        if project not in (None, scope):
+            raise ApiError(403, f"this token is for project {scope!r}, not {project!r}")
+        project = scope
     status = arg("status", required=False)
     if status is not None and status not in STATUSES:
         raise InvalidArgumentError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")

@@ -31,6 +31,11 @@ def get_reader(run_id: str) -> RunReader:
         info = find_run(store, run_id)
         if info.id != run_id:
             raise ApiError(404, f"no run with id {run_id!r}")
+        token = g.get("tracker_token")  # set when this request needed one (api/auth.py)
+        if token is not None and not token.allows(info.project):
+            raise ApiError(
+                403, f"this token is for project {token.project!r}, not {info.project!r}"
+            )
         files = get_files()
         readers[run_id] = RunReader(store, info, opener=None if files is None else files.open)
     return readers[run_id]

@@ -269,3 +269,36 @@ def test_json_limits_and_field_checks(server, monkeypatch: pytest.MonkeyPatch) -
         _error(client.post(f"{run_url}/metrics", json={"metrics": [metric]}, headers=headers), 400)
     _error(client.patch(f"{API}/runs/0123456789abcdef", json={}, headers=headers), 404)
     assert json.loads(client.get(f"{API}/runs/{RUN}/metrics").data) == {"metrics": []}
+
+
+def test_read_auth_limits_reads_to_the_tokens_project(server) -> None:  # type: ignore[no-untyped-def]
+    app, store, tokens = server
+    client = app.test_client()
+    p_run, q_run = "00000000000000b1", "00000000000000b2"
+    assert _new_run(client, tokens["p"], "p", p_run).status_code == 201
+    assert _new_run(client, tokens["q"], "q", q_run).status_code == 201
+    app.config["TRACKER_READ_AUTH"] = True
+    as_p = _auth(tokens["p"])
+    assert [r["id"] for r in client.get(f"{API}/runs", headers=as_p).get_json()["runs"]] == [p_run]
+    assert "not 'q'" in _error(client.get(f"{API}/runs?project=q", headers=as_p), 403)
+    projects = client.get(f"{API}/projects", headers=as_p).get_json()["projects"]
+    assert projects == [{"name": "p", "runs": 1}]
+    assert client.get(f"{API}/runs/{p_run}", headers=as_p).status_code == 200
+    for path in (
+        f"/runs/{q_run}",
+        f"/runs/{q_run}/layers",
+        f"/runs/{q_run}/metrics",
+        f"/runs/{q_run}/series?layer=fc&quantity=weight",
+        f"/compare?runs={p_run},{q_run}&layer=fc&quantity=weight",
+    ):
+        assert "not 'q'" in _error(client.get(f"{API}{path}", headers=as_p), 403), path
+    health = client.get(f"{API}/runs/health?ids={p_run},{q_run}", headers=as_p).get_json()
+    assert health["runs"][q_run] is None  # no badge, nothing about the other project's run
+    admin = _auth(tokens["admin"])
+    assert len(client.get(f"{API}/runs", headers=admin).get_json()["runs"]) == 2
+    assert client.get(f"{API}/runs/{q_run}", headers=admin).status_code == 200
+    _error(client.get(f"{API}/runs/{p_run}"), 401)  # no token
+    revoke_token(store.catalog, tokens["p"].split("_")[1])
+    assert "revoked" in _error(client.get(f"{API}/runs/{p_run}", headers=as_p), 401)
+    app.config["TRACKER_READ_AUTH"] = False  # reads open again: every project
+    assert len(client.get(f"{API}/runs").get_json()["runs"]) == 2
