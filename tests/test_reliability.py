@@ -147,7 +147,7 @@ def test_disk_full_degrades_the_run_but_training_and_metrics_go_on(tmp_path: Pat
     catalog = f"sqlite:///{tmp_path / 'catalog.db'}"
     with _tmpfs(tmp_path / "small", "600k") as root:
         acked, run_id = _train_in_process(root, 150, catalog)
-        with tracker.open_run(run_id, store=Store(root, catalog)) as r:
+        with Store(root, catalog) as store, tracker.open_run(run_id, store=store) as r:
             assert "No space left on device" in (r.info.status_reason or "")
             assert r.metrics("loss")[0].tolist() == list(range(150))
             written = r.series("conv1", "activation", "mean")[0]
@@ -217,7 +217,7 @@ def test_postgres_restart_during_ingest_loses_nothing(tmp_path: Path, pg_databas
 
     root = tmp_path / "store"
     acked, run_id = _train_in_process(root, 500, pg_database_url, restart)
-    with tracker.open_run(run_id, store=Store(root, pg_database_url)) as r:
+    with Store(root, pg_database_url) as store, tracker.open_run(run_id, store=store) as r:
         steps = r.metrics("loss")[0].tolist()
         assert steps == list(range(500))
         written = r.series("conv1", "activation", "mean")[0]
