@@ -52,9 +52,15 @@ def steps(run_id: str) -> dict[str, Any]:
     CALL,
     PROBE,
     text("format", "json (default) or npy", enum=("json", "npy")),
+    text(
+        "slice",
+        "Part of the tensor, NumPy style per axis: '0:2,::4' or '3' (start:stop:step or an index)",
+        maxLength=200,
+    ),
 )
 def get(run_id: str) -> Any:
-    """One stored snapshot, as JSON (flat row-major data) or as a NumPy .npy file."""
+    """One stored snapshot, as JSON (flat row-major data) or as a NumPy .npy file; ``slice``
+    cuts a big tensor on the server (``0:2,::4``: the first two samples, every 4th channel)."""
     layer = arg("layer") or ""
     quantity = check_quantity(arg("quantity") or "")
     step = int_arg("step")
@@ -66,6 +72,9 @@ def get(run_id: str) -> Any:
     probe = bool_arg("probe")
     reader = get_reader(run_id)
     data, meta = reader.tensor_with_meta(layer, quantity, step or 0, param, call, probe)
+    cut = arg("slice", required=False)
+    if cut is not None:
+        data = np.ascontiguousarray(data[parse_slice(cut, data.shape)])
     if fmt == "npy":
         buf = io.BytesIO()
         np.save(buf, data, allow_pickle=False)
@@ -83,6 +92,7 @@ def get(run_id: str) -> Any:
             "step": step,
             "probe": probe,
             "call": meta["call"],
+            "slice": cut,
             "shape": list(data.shape),
             "full_shape": meta["full_shape"],
             "dtype": meta["dtype"],
@@ -91,3 +101,34 @@ def get(run_id: str) -> Any:
             "data": data.reshape(-1),
         }
     )
+
+
+def parse_slice(text: str, shape: tuple[int, ...]) -> tuple[int | slice, ...]:
+    """``'0:2,::4,3'`` as an index of an array of ``shape``: ints and start:stop:step only (no
+    ellipsis, no negative steps), so a request can only ever select part of one tensor."""
+    parts = text.split(",")
+    if len(parts) > len(shape):
+        raise ApiError(400, f"slice has {len(parts)} axes; the tensor has {len(shape)}: {shape}")
+    index: list[int | slice] = []
+    for axis, part in enumerate(parts):
+        fields = part.strip().split(":")
+        try:
+            numbers = [int(f) if f.strip() else None for f in fields]
+        except ValueError:
+            raise ApiError(
+                400, f"slice axis {axis}: {part!r} is not int or start:stop:step"
+            ) from None
+        if len(numbers) == 1 and numbers[0] is not None:
+            if not -shape[axis] <= numbers[0] < shape[axis]:
+                raise ApiError(
+                    400, f"slice axis {axis}: index {numbers[0]} is outside 0..{shape[axis] - 1}"
+                )
+            index.append(numbers[0])
+        elif 2 <= len(numbers) <= 3:
+            step = numbers[2] if len(numbers) == 3 else None
+            if step is not None and step < 1:
+                raise ApiError(400, f"slice axis {axis}: step must be >= 1, got {step}")
+            index.append(slice(numbers[0], numbers[1], step))
+        else:
+            raise ApiError(400, f"slice axis {axis}: {part!r} is not int or start:stop:step")
+    return tuple(index)

@@ -152,3 +152,26 @@ def test_layers_without_latest_stats(client, demo_runs: dict[str, str]) -> None:
     one = client.get(f"{API}/runs/{rid}/layers/fc1?latest=0").get_json()
     assert one["type"] == "Linear" and "flags" not in one
     assert "must be 0 or 1" in _error(client.get(f"{API}/runs/{rid}/layers?latest=x"), 400)
+
+
+def test_tensor_slice_cuts_on_the_server(
+    client, demo_store: Path, demo_runs: dict[str, str]
+) -> None:  # type: ignore[no-untyped-def]
+    run = demo_runs["healthy"]
+    with tracker.open_run(run, store=demo_store) as r:
+        full = r.tensor("conv1", "activation", 0)
+    base = f"{API}/runs/{run}/tensor?layer=conv1&quantity=activation&step=0"
+    body = client.get(f"{base}&slice=0:2,::4,3").get_json()
+    want = full[0:2, ::4, 3]
+    assert body["shape"] == list(want.shape) and body["slice"] == "0:2,::4,3"
+    np.testing.assert_array_equal(np.asarray(body["data"], dtype=np.float32), want.reshape(-1))
+    npy = client.get(f"{base}&slice=1&format=npy")
+    np.testing.assert_array_equal(np.load(io.BytesIO(npy.data), allow_pickle=False), full[1])
+    for bad, why in [
+        ("0,0,0,0,0", "axes"),
+        ("::0", "step must be >= 1"),
+        ("a:b", "not int"),
+        ("99", "outside"),
+        ("1:2:3:4", "not int"),
+    ]:
+        assert why in _error(client.get(f"{base}&slice={bad}"), 400)
