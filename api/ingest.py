@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ from tracker.catalog.models import Run
 from tracker.errors import InvalidArgumentError, StoreError
 from tracker.names import check_name
 from tracker.reader import find_run
-from tracker.store import check_run_id
+from tracker.store import Store, check_run_id
 from tracker.store import segment as seg
 from tracker.store.backend import rank_folder
+from tracker.store.compact import compact_after_finish
 from tracker.store.local import file_checksum
 
 bp = Blueprint("ingest", __name__)
@@ -185,10 +187,28 @@ def update_run(run_id: str) -> dict[str, Any]:
         for key, value in counters.items():
             check_name(key, "counter name")
             _int(value, f"counter {key!r}")
+    compact = _field(body, "compact", bool, True)
     get_store().catalog.set_status(
         run_id, status, reason, ended=status != "running", counters=counters
     )
+    if status == "finished" and row.status != "finished" and compact:
+        _compact_in_background(get_store(), run_id)
     return _run_body(run_id)
+
+
+def _compact_in_background(store: Store, run_id: str) -> None:
+    """Compact a run its client just finished, as a local run compacts itself at finish().
+
+    In a thread, so the client's last request returns at once; every upload of the run came
+    before this status (the spool sends in order). A worker killed meanwhile loses nothing
+    (compaction is crash-safe) and `tracker compact` finishes the job.
+    """
+
+    def compact() -> None:
+        for rank in store.catalog.ranks(run_id):
+            compact_after_finish(store, run_id, rank)  # never raises
+
+    threading.Thread(target=compact, name=f"compact-{run_id}", daemon=True).start()
 
 
 @bp.post("/runs/<run_id>/layers")
