@@ -46,7 +46,10 @@ def test_top_inputs_grid_and_comparison(
     tab.assert_clean()
 
 
-def test_a_layer_without_top_inputs_falls_back_and_says_so(tab: Tab, demo_runs: dict[str, str]) -> None:  # noqa: F811
+def test_a_layer_without_top_inputs_falls_back_and_says_so(
+    tab: Tab,  # noqa: F811
+    demo_runs: dict[str, str],
+) -> None:
     tab.goto(f"/runs/{demo_runs['healthy']}/topk?layer=nope")
     tab.page.locator(".topk-grid").first.wait_for()
     # A layer without top inputs in the URL falls back to the first layer that has them, saying so.
