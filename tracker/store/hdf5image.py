@@ -1,11 +1,13 @@
-"""HDF5 files built in memory and written to disk with plain file I/O.
+"""Writing HDF5 files without letting a full disk crash the process.
 
-When a disk fills up (ENOSPC) or fails under an open HDF5 file, the HDF5 library's state is left
-broken and h5py crashes the process with a segmentation fault when the file is closed (seen here
-with h5py 3.16: "Can't decrement id ref count (file write failed ... No space left on device)",
-then SIGSEGV). A tracker must never take training down with it (I1), so files written while
-training are built with HDF5's in-memory "core" driver and their bytes written by Python, where a
-full disk is an ordinary OSError.
+When a disk fills up (ENOSPC) under an open HDF5 file, the HDF5 library's state is left broken and
+h5py crashes the process with a segmentation fault when the file is closed (seen here with h5py
+3.16: "Can't decrement id ref count (file write failed ... No space left on device)", then
+SIGSEGV). A tracker must never take training down with it (I1). So files written while training
+are either built in memory with HDF5's "core" driver and written by Python, where a full disk is
+an ordinary OSError (small files: most segments), or, when large, written directly only if the
+disk has room for twice their size plus a margin (HDF5's core driver makes large files 5-10x
+slower to write than its direct driver: bench/store.py).
 """
 
 from __future__ import annotations
@@ -30,15 +32,25 @@ def build_image(build: Callable[[h5py.File], None]) -> bytes:
         return bytes(f.id.get_file_image())
 
 
-def write_image(path: str, build: Callable[[h5py.File], None]) -> None:
-    """Build the file in memory, then write it to ``path`` (the caller makes it durable)."""
-    image = build_image(build)
-    with open(path, "wb") as out:
-        out.write(image)
+IN_MEMORY_MAX = 4 << 20  # bytes of data: files up to this size are built in memory
 
 
-# Compacted files are too big to build in memory; a compaction that would fill the disk is not
-# started. Its output is at most about the size of its inputs (bench/README.md: 176 -> 124 MiB).
+def write_image(path: str, build: Callable[[h5py.File], None], data_bytes: int) -> None:
+    """Write the HDF5 file ``build`` fills at ``path`` (the caller makes it durable), holding
+    about ``data_bytes`` of array data; raises OSError or StoreError, never crashes, when the
+    disk is full."""
+    if data_bytes <= IN_MEMORY_MAX:
+        image = build_image(build)
+        with open(path, "wb") as out:
+            out.write(image)
+        return
+    require_free_space(os.path.dirname(path) or ".", data_bytes, "writing " + path)
+    with h5py.File(path, "w", libver=LIBVER) as f:
+        build(f)
+
+
+# Big files are written only with room for 1.5x their size plus 64 MiB: a compaction's output is
+# at most about the size of its inputs (bench/README.md: 176 -> 124 MiB).
 COMPACTION_HEADROOM = 1.5
 MIN_FREE_BYTES = 64 << 20
 

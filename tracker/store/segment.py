@@ -214,8 +214,8 @@ def write_segment(
                 write_snapshots(g, entries, snapshot_options)
         _write_batch(f, builder.batch)
 
-    # Built in memory: a full disk must be an OSError here, not a crash inside HDF5.
-    write_image(path, build)
+    # A full disk must be an OSError here, not a crash inside HDF5 (hdf5image.py).
+    write_image(path, build, builder.nbytes)
 
 
 def write_snapshots(

@@ -63,7 +63,8 @@ def write_top_k(
         if result.samples is not None:
             seg.put_array(samples, "data", result.samples.astype(np.float32))
 
-    write_image(path, build)  # in memory first: a full disk must not crash training (I1)
+    size = 0 if result.samples is None else result.samples.nbytes
+    write_image(path, build, size)  # a full disk must not crash training (I1)
 
 
 @dataclass(frozen=True)
