@@ -65,12 +65,12 @@ def test_a_temporary_file_is_listed_as_incomplete_only(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tracker.store.local as local
+    import tracker.store.backend as backend  # put_segment, shared by every backend, lives there
 
     def boom(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(local, "write_segment", boom)
+    monkeypatch.setattr(backend, "write_segment", boom)
     with pytest.raises(OSError, match="No space"):
         LocalStore(tmp_path).put_segment(builder(), "test")
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 
 from tracker.errors import InvalidArgumentError
-from tracker.store.segment import SegmentBuilder
+from tracker.store.segment import SegmentBuilder, write_segment
 
 RUN_ID = re.compile(r"^[0-9a-f]{8,32}$")
 _RELPATH = re.compile(r"^(runs|damaged)(/[A-Za-z0-9_.-]+)*$")
@@ -130,11 +130,17 @@ class Backend(ABC):
         """True if the backend can be reached (for health checks)."""
         return True
 
-    @abstractmethod
     def put_segment(
         self, builder: SegmentBuilder, tracker_version: str, compression: str = "none"
     ) -> SegmentFile:
-        """Write a segment durably under its run and rank; return what registers it."""
+        """Write a segment durably (through put) under its run and rank; return its row."""
+        seg_id, name = new_file_name(builder.step_min, builder.step_max)
+        relpath = f"{rank_folder(builder.run_id, builder.rank)}/{name}"
+        stored = self.put(
+            relpath,
+            lambda path: write_segment(path, builder, tracker_version, seg_id, compression),
+        )
+        return SegmentFile(seg_id, stored.relpath, stored.nbytes, stored.checksum)
 
 
 def checksum_algorithm(value: str) -> str:

@@ -27,11 +27,9 @@ from tracker.store.backend import (
     StoredFile,
     check_relpath,
     check_run_id,
-    new_file_name,
-    rank_folder,
 )
 from tracker.store.errors import SegmentMissingError
-from tracker.store.segment import SegmentBuilder, check_header, write_segment
+from tracker.store.segment import check_header
 
 __all__ = ["LocalStore", "SegmentFile", "check_run_id"]
 
@@ -139,18 +137,6 @@ class LocalStore(Backend):
             tmp.unlink(missing_ok=True)
             raise
         return StoredFile(relpath, final.stat().st_size, checksum)
-
-    def put_segment(
-        self, builder: SegmentBuilder, tracker_version: str, compression: str = "none"
-    ) -> SegmentFile:
-        """Write a segment durably under its run and rank; return what registers it."""
-        seg_id, name = new_file_name(builder.step_min, builder.step_max)
-        relpath = f"{rank_folder(builder.run_id, builder.rank)}/{name}"
-        stored = self.put(
-            relpath,
-            lambda path: write_segment(path, builder, tracker_version, seg_id, compression),
-        )
-        return SegmentFile(seg_id, stored.relpath, stored.nbytes, stored.checksum)
 
     def _walk(self, prefix: str, suffix: str) -> list[FileInfo]:
         base = self.resolve(check_relpath(prefix))

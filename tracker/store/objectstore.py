@@ -35,15 +35,12 @@ from tracker.errors import InvalidArgumentError, StoreError
 from tracker.store.backend import (
     Backend,
     FileInfo,
-    SegmentFile,
     StoredFile,
     check_relpath,
-    new_file_name,
-    rank_folder,
 )
 from tracker.store.errors import SegmentMissingError
 from tracker.store.local import COMPLETE_SUFFIX, file_checksum
-from tracker.store.segment import SegmentBuilder, check_header, write_segment
+from tracker.store.segment import check_header
 
 __all__ = ["ObjectStore", "ReadCache", "is_object_store_url", "state_folder"]
 
@@ -226,18 +223,6 @@ class ObjectStore(Backend):
             tmp.unlink(missing_ok=True)
         self.cache.trim(keep=self.cache.path(relpath))
         return StoredFile(relpath, nbytes, checksum)
-
-    def put_segment(
-        self, builder: SegmentBuilder, tracker_version: str, compression: str = "none"
-    ) -> SegmentFile:
-        """Write a segment under its run and rank and upload it; return what registers it."""
-        seg_id, name = new_file_name(builder.step_min, builder.step_max)
-        relpath = f"{rank_folder(builder.run_id, builder.rank)}/{name}"
-        stored = self.put(
-            relpath,
-            lambda path: write_segment(path, builder, tracker_version, seg_id, compression),
-        )
-        return SegmentFile(seg_id, stored.relpath, stored.nbytes, stored.checksum)
 
     def list_files(self, prefix: str = "runs") -> list[FileInfo]:
         """Complete files under ``prefix`` (every object is complete), by path."""
