@@ -215,12 +215,12 @@ def test_tracking_failure_never_stops_training(
 def test_unwritable_segment_folder_degrades_but_keeps_metrics(
     store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tracker.store.local as local
+    import tracker.store.backend as backend  # where put_segment writes a segment
 
     def full(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(local, "write_segment", full)
+    monkeypatch.setattr(backend, "write_segment", full)
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with tracker.init(project="p", store=store_path) as run:
