@@ -374,3 +374,17 @@ export function powerTicks(lo, hi) {
   const shown = vals.filter((k) => k % every === 0);
   return { tickvals: shown, ticktext: shown.map((k) => (k >= -2 && k <= 3 ? String(10 ** k) : `1e${k}`)) };
 }
+
+/** Run `job` once `node` scrolls within `margin` of the screen: what is off screen is not fetched. */
+export function whenVisible(node, job, margin = "200px") {
+  const observer = new IntersectionObserver(
+    (entries) => {
+      if (entries.some((e) => e.isIntersecting)) {
+        observer.disconnect();
+        job();
+      }
+    },
+    { rootMargin: margin },
+  );
+  observer.observe(node);
+}

@@ -19,6 +19,7 @@ import {
   react,
   relayout,
   showMessage,
+  whenVisible,
 } from "./common.js";
 import { drawHistogram, drawHistogramOverTime } from "./histogram.js";
 import { drawTensor, rangeText } from "./images.js";
@@ -421,20 +422,6 @@ async function drawHistTime() {
   }
 }
 
-/** Draw the histogram over time once its card scrolls near the screen. */
-function whenVisible(node, job) {
-  const observer = new IntersectionObserver(
-    (entries) => {
-      if (entries.some((e) => e.isIntersecting)) {
-        observer.disconnect();
-        job();
-      }
-    },
-    { rootMargin: "300px" },
-  );
-  observer.observe(node);
-}
-
 // --- controls --------------------------------------------------------------------------------
 
 function fillSamples(batch) {
@@ -616,7 +603,8 @@ async function main() {
   setupSteps(wanted.step);
   const hist = document.querySelector(`input[name="hist-quantity"][value="${state.hist}"]`);
   if (hist) hist.checked = true;
-  whenVisible(document.getElementById("hist-time-card"), drawHistTime);
+  // The histogram over time is drawn once its card scrolls near the screen.
+  whenVisible(document.getElementById("hist-time-card"), drawHistTime, "300px");
   await Promise.all([redrawAll(), ...QUANTITIES.map(drawSeries), flags]);
   app.dataset.ready = "true"; // for tests and curious users: the first full draw is done
 }

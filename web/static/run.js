@@ -26,6 +26,7 @@ import {
   readQuery,
   showMessage,
   statusBadge,
+  whenVisible,
   writeQuery,
 } from "./common.js";
 import { drawFlowEpochs, drawFlowHeatmap } from "./flow.js";
@@ -234,20 +235,6 @@ async function drawFlow() {
   }
   const noEpochs = state.flow === "epochs" && !flow.epochs.length ? "This run logged no epochs: showing steps. " : "";
   document.getElementById("flow-note").textContent = `${noEpochs}Showing ${label}.`;
-}
-
-/** Load `job` once `node` scrolls near the screen: what is off screen is not fetched. */
-function whenVisible(node, job) {
-  const observer = new IntersectionObserver(
-    (entries) => {
-      if (entries.some((e) => e.isIntersecting)) {
-        observer.disconnect();
-        job();
-      }
-    },
-    { rootMargin: "200px" },
-  );
-  observer.observe(node);
 }
 
 async function showHealth() {
