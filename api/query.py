@@ -65,7 +65,8 @@ def list_arg(name: str, maximum: int, required: bool = True) -> list[str]:
 def int_list_arg(name: str, maximum: int) -> list[int]:
     """A comma-separated list of non-negative integers (empty when absent)."""
     items = list_arg(name, maximum, required=False)
-    if not all(item.isdigit() and len(item) < 10 for item in items):
+    # isascii(): str.isdigit() also accepts "³" and other digits int() refuses.
+    if not all(item.isascii() and item.isdigit() and len(item) < 10 for item in items):
         raise ApiError(400, f"query parameter {name!r} must list integers >= 0, got {items!r}")
     values = [int(item) for item in items]
     if len(set(values)) != len(values):

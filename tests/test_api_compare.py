@@ -233,3 +233,10 @@ def test_snapshots_and_tensor_of_probe_inputs(
     assert body["data"] == pytest.approx(expected.ravel().tolist())
     bad = client.get(f"{API}/runs/{rid}/snapshots?{query}&probe=2")
     assert "must be 0 or 1" in _error(bad, 400)
+
+
+def test_non_ascii_digits_are_a_400_not_a_500(client, demo_runs: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    # "³".isdigit() is True but int("³") raises: found by the schema fuzzer.
+    runs = demo_runs["sick"]
+    url = f"{API}/compare/snapshots?runs={runs}&epochs=%C2%B3&layer=conv1&quantity=weight"
+    assert "must list integers" in _error(client.get(url), 400)
