@@ -17,7 +17,8 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 # torch first and pinned: an unpinned torch would pull several GB of CUDA packages.
-$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+# setup.py builds the stats kernel (tracker/capture/_reduce.c) into the editable install.
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py tracker/capture/_reduce.c constraints.txt
 	$(PIP) install -q $(PIN) torch==2.13.0
 	$(PIP) install -q $(PIN) -e .
 	touch $@

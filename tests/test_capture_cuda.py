@@ -61,10 +61,10 @@ def test_stats_are_computed_off_the_training_stream(
     streams = []
     real_add = stats.StatsBatch.add
 
-    def spy(self, tensor, kind=None):  # type: ignore[no-untyped-def]
+    def spy(self, tensor, kind=None, **options):  # type: ignore[no-untyped-def]
         if tensor.is_cuda:
             streams.append(torch.cuda.current_stream(tensor.device))
-        return real_add(self, tensor, kind)
+        return real_add(self, tensor, kind, **options)
 
     monkeypatch.setattr(stats.StatsBatch, "add", spy)
     model = _model().cuda()

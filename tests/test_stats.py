@@ -16,17 +16,20 @@ from tracker.names import STAT_INDEX
 RTOL = 2e-5
 
 
-@pytest.fixture(autouse=True, params=["numpy", "torch"])
+@pytest.fixture(autouse=True, params=["kernel", "numpy", "torch"])
 def reduction_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs on both paths: NumPy for CPU tensors, torch ops as on accelerators."""
-    monkeypatch.setattr(stats, "HOST_REDUCTION", request.param == "numpy")
+    """Every test runs on every path: the C kernel and NumPy for CPU tensors, torch ops as on
+    accelerators."""
+    if request.param == "kernel":
+        assert stats.kernel_available(), "tracker/capture/_reduce.c was not built: pip install -e ."
+    monkeypatch.setattr(stats, "CPU_REDUCTION", request.param)
     return str(request.param)
 
 
 def _row(t: torch.Tensor, kind: str | None = None) -> np.ndarray:
     batch = StatsBatch()
     i = batch.add(t, kind)  # type: ignore[arg-type]
-    return batch.resolve()[i]
+    return batch.resolve().rows[i]
 
 
 @pytest.mark.parametrize("shape", [(7,), (4, 5), (3, 2, 4, 4), (2, 3, 5)])
@@ -39,7 +42,7 @@ def test_many_tensors_resolve_in_one_batch() -> None:
     tensors = [torch.randn(5, 3) * k for k in range(1, 6)]
     batch = StatsBatch()
     idx = [batch.add(t) for t in tensors]
-    rows = batch.resolve()
+    rows = batch.resolve().rows
     for i, t in zip(idx, tensors, strict=True):
         np.testing.assert_allclose(rows[i], reference_stats(t.numpy()), rtol=RTOL, atol=1e-7)
     assert len(batch) == 0  # resolve() leaves the batch empty for reuse
@@ -115,3 +118,64 @@ def test_property_matches_reference_for_finite_values(a: np.ndarray) -> None:
     row = _row(torch.from_numpy(a.copy()))
     want = reference_stats(a)
     np.testing.assert_allclose(row, want, rtol=1e-4, atol=1e-3 * max(1.0, float(np.abs(a).max())))
+
+
+@pytest.mark.parametrize("numel", [1, 15, 16, 17, 1000, 100_003])
+def test_lengths_around_the_vector_width_match_reference(numel: int) -> None:
+    # The kernel works in 16-element lanes plus a scalar tail: every split must agree.
+    t = torch.randn(numel, generator=torch.Generator().manual_seed(numel)) * 3 + 1
+    t[:: max(numel // 7, 1)] = 0.0
+    np.testing.assert_allclose(_row(t), reference_stats(t.numpy()), rtol=RTOL, atol=1e-7)
+
+
+@pytest.mark.parametrize("max_elements", [None, 1000])
+def test_histograms_come_with_the_stats(max_elements: int | None) -> None:
+    from tracker.capture.histogram import numpy_histogram, sample_stride
+
+    tensors = [torch.randn(4097) * 100, torch.zeros(3), torch.empty(0), torch.randn(5, 7)]
+    tensors[0][::11] = float("nan")
+    batch = StatsBatch()
+    idx = [
+        batch.add(t, histogram=i != 3, histogram_max_elements=max_elements)
+        for i, t in enumerate(tensors)
+    ]
+    results = batch.resolve()
+    for i, t in zip(idx[:3], tensors[:3], strict=True):
+        stride = sample_stride(t.numel(), max_elements)
+        np.testing.assert_array_equal(results.histograms[i], numpy_histogram(t.numpy(), stride))
+    assert results.histograms[idx[3]] is None  # not asked for
+    assert results.rows[idx[0]][STAT_INDEX["nan_count"]] == len(range(0, 4097, 11))
+
+
+def test_dead_units_of_wide_images_and_nan_units() -> None:
+    x = torch.rand(3, 5, 6, 7)  # inner blocks of 42: lanes plus a tail
+    x[:, 2] = -1.0
+    x[:, 4] = float("nan")  # NaN is not "never positive": NumPy's max propagates it too
+    row = _row(x, "relu")
+    assert row[STAT_INDEX["dead_frac"]] == pytest.approx(1 / 5)
+    assert (
+        row[STAT_INDEX["dead_frac"]] == reference_stats(x.numpy(), "relu")[STAT_INDEX["dead_frac"]]
+    )
+
+
+def test_kernel_rejects_malformed_jobs() -> None:
+    if not stats.kernel_available():
+        pytest.skip("kernel not built")
+    from tracker.capture import _reduce
+
+    t = torch.ones(4)
+    good = np.array([[t.data_ptr(), 4, -1, 1, 0, 1, 1, 4]], dtype=np.int64)
+    params, out, hists = np.zeros((1, 2)), np.zeros((1, 8)), np.zeros((0, 512), dtype=np.int64)
+    _reduce.reduce_many(good, params, out, hists)
+    assert out[0, 5] == 0 and out[0, 3] == out[0, 4] == 1.0
+    # a null pointer, no elements, a histogram row that does not exist, units that do not fit
+    for changes in ({0: 0}, {1: 0}, {2: 0}, {4: 1, 5: 3}):
+        bad = good.copy()
+        for field, value in changes.items():
+            bad[0, field] = value
+        with pytest.raises(ValueError, match="malformed"):
+            _reduce.reduce_many(bad, params, out, hists)
+    with pytest.raises(ValueError, match="sizes"):
+        _reduce.reduce_many(good, np.zeros((2, 2)), out, hists)
+    with pytest.raises(TypeError, match="writable"):
+        _reduce.reduce_many(good, params, bytes(64), hists)

@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +44,36 @@ class WriterConfig:
     # "none": compressing costs the writer thread, which holds the GIL inside h5py, more than it
     # saves on a local disk (bench/store.py); compaction compresses snapshots after training.
     compression: str = SEGMENT_COMPRESSION
+
+
+class _Inbox:
+    """A FIFO whose put() wakes the writer only when told to or when many items wait.
+
+    Waking a thread is a GIL handoff that the training thread pays for in its next torch op
+    (each op releases and retakes the GIL). Step records arrive every step and are not urgent,
+    so the writer takes them in batches; flushes and shutdown wake it at once.
+    """
+
+    WAKE_AT = 32
+
+    def __init__(self) -> None:
+        self._items: deque[StepRecord | _FlushRequest | None] = deque()
+        self._cond = threading.Condition(threading.Lock())
+
+    def put(self, item: StepRecord | _FlushRequest | None, wake: bool = True) -> None:
+        with self._cond:
+            self._items.append(item)
+            if wake or len(self._items) >= self.WAKE_AT:
+                self._cond.notify()
+
+    def get(self, timeout: float) -> StepRecord | _FlushRequest | None:
+        """The oldest item; raises queue.Empty if none arrived within ``timeout`` seconds."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            if not self._items:
+                raise queue.Empty
+            return self._items.popleft()
 
 
 @dataclass
@@ -83,7 +113,7 @@ class Writer:
         self.config = config or WriterConfig()
         check_compression(self.config.compression)
         self.counters: Counter[str] = Counter()
-        self._queue: queue.Queue[StepRecord | _FlushRequest | None] = queue.Queue()
+        self._queue = _Inbox()
         self._lost_since_flush = False  # a segment file could not be written since the last flush
         self._queued_bytes = 0
         self._bytes_lock = threading.Lock()
@@ -120,7 +150,7 @@ class Writer:
                     record.summaries = []
                     size = _record_bytes(record)
             self._queued_bytes += size
-        self._queue.put(record)
+        self._queue.put(record, wake=False)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write out and register everything queued so far; False if that took longer than
@@ -144,7 +174,8 @@ class Writer:
     def _loop(self) -> None:
         while True:
             try:
-                item = self._queue.get(timeout=0.5)
+                # Records do not wake the writer (_Inbox): poll often enough for flush_seconds.
+                item = self._queue.get(timeout=min(0.5, self.config.flush_seconds))
             except queue.Empty:
                 item = False  # type: ignore[assignment]
             if item is None:

@@ -16,13 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
 import torch.optim.optimizer as optim_hooks
-from torch import Tensor
 
 from tracker.capture.device import SideStreams
-from tracker.capture.histogram import binade_histogram
 from tracker.capture.snapshot import take_snapshot
 from tracker.capture.stats import StatsBatch
 from tracker.capture.step import PROBE, Summary, TensorEntry, WatchCapture
@@ -215,10 +211,12 @@ class Engine:
     def _summaries_here(self, capture: WatchCapture, entries: list[TensorEntry]) -> list[Summary]:
         batch = StatsBatch()
         for entry in entries:
-            batch.add(entry.tensor, entry.kind if entry.quantity == "activation" else None)
-        hists = None
-        if capture.histograms:
-            hists = _histograms([e.tensor for e in entries], capture.histogram_max_elements)
+            batch.add(
+                entry.tensor,
+                entry.kind if entry.quantity == "activation" else None,
+                histogram=capture.histograms,
+                histogram_max_elements=capture.histogram_max_elements,
+            )
         snaps = None
         if capture.snapshots:
             snaps = [
@@ -230,7 +228,7 @@ class Engine:
                 )
                 for e in entries
             ]
-        rows = batch.resolve()  # blocking: snapshot copies above are complete after it
+        rows, hists = batch.resolve()  # blocking: snapshot copies above are complete after it
         out = []
         for i, entry in enumerate(entries):
             if entry.mutated():  # overwritten while we read it: drop rather than store a mix
@@ -244,7 +242,7 @@ class Engine:
                     entry.call,
                     entry.flags,
                     rows[i],
-                    None if hists is None else hists[i],
+                    hists[i],
                     None if snaps is None else snaps[i],
                 )
             )
@@ -276,21 +274,3 @@ def _unscale(capture: WatchCapture, entries: list[TensorEntry], metrics: dict[st
             # The probe's backward uses an unscaled loss of its own.
             if entry.quantity == "activation_grad" and not entry.flags & PROBE:
                 entry.tensor = entry.tensor.float() / scale
-
-
-def _histograms(tensors: list[Tensor], max_elements: int | None) -> list[np.ndarray]:
-    """Binade histograms of many tensors with one host transfer per device."""
-    by_device: dict[torch.device, list[int]] = {}
-    counts: list[Tensor] = []
-    for i, t in enumerate(tensors):
-        if t.numel():
-            counts.append(binade_histogram(t, max_elements))
-        else:
-            counts.append(torch.zeros(512, dtype=torch.int64))
-        by_device.setdefault(counts[-1].device, []).append(i)
-    result: list[np.ndarray] = [np.empty(0)] * len(tensors)
-    for indices in by_device.values():
-        host = torch.stack([counts[i] for i in indices]).cpu().numpy()
-        for row, i in enumerate(indices):
-            result[i] = host[row]
-    return result

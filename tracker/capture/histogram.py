@@ -51,6 +51,11 @@ def binade_histogram(tensor: Tensor, max_elements: int | None = None) -> Tensor:
     return counts * stride if stride > 1 else counts
 
 
+def numpy_histogram(values: np.ndarray, stride: int = 1) -> np.ndarray:
+    """:func:`binade_histogram` of a host array with NumPy, on every ``stride``-th element."""
+    return reference_histogram(values.reshape(-1)[::stride]) * stride
+
+
 def reference_histogram(values: np.ndarray) -> np.ndarray:
     """NumPy oracle for :func:`binade_histogram`."""
     bits = np.ascontiguousarray(values, dtype=np.float32).reshape(-1).view(np.int32)

@@ -1,37 +1,62 @@
-"""Per-tensor summary statistics, computed on the tensor's device in a few kernels.
+"""Per-tensor summary statistics and binade histograms, computed where the tensor lives.
 
-Cost model (../shared/PERF.md): an eager op costs ~8 us before any arithmetic, so each tensor
-gets only four cheap reductions (sum, dot, aminmax, count_nonzero). Results of a whole step are
-stacked and moved to the host once. Rare cases that need more care (NaN/Inf present, float32
-overflow, std lost to cancellation because |mean| >> std) are detected on the host and recomputed in
-float64 for just those tensors.
+Cost model (../shared/PERF.md): an eager torch op costs ~8 us before any arithmetic and a NumPy
+call 1-2 us, and a small model's step has dozens of small tensors. So a step's CPU tensors go to
+one call of a C kernel (_reduce.c) that reads each tensor once for all its moments, bins it if
+asked, and runs with the GIL released so the training thread never waits for it. Where the kernel
+is not built (no C compiler at install), NumPy reduces them, five calls per tensor. Accelerator
+tensors get four torch reductions each, stacked and moved to the host once per step.
+Rare cases that need more care (NaN/Inf present, float32 overflow, std lost to cancellation
+because |mean| >> std) are detected on the host and recomputed in float64 for just those tensors.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from tracker.capture.histogram import N_BINS, binade_histogram, numpy_histogram, sample_stride
 from tracker.names import STAT_INDEX, STAT_NAMES
 
+try:  # built by `pip install` from _reduce.c; optional (setup.py)
+    from tracker.capture import _reduce
+except ImportError:  # pragma: no cover - exercised only on installs without a C compiler
+    _reduce = None  # type: ignore[assignment]
+
 ActivationKind = Literal["relu", "sigmoid", "tanh"] | None
+Reduction = Literal["kernel", "numpy", "torch"]
 N_STATS = len(STAT_NAMES)
 # var < this * mean^2 means float32 sum-of-squares lost most significant digits of var.
 _CANCELLATION = 1e-4
 _HOST_FLOAT64_MAX = 1 << 12  # elements: biases, norm weights, small layers
-# CPU tensors are reduced with NumPy (see _host_pending); tests turn this off to check the
-# torch path that accelerators take on the CPU too.
-HOST_REDUCTION = True
+# How CPU tensors are reduced. Tests switch it to check every path on the CPU, including the
+# torch ops that accelerators take.
+CPU_REDUCTION: Reduction = "kernel" if _reduce is not None else "numpy"
+# |x - centre| > threshold counts as saturated, per output kind.
+_SATURATION = {"sigmoid": (0.5, 0.49), "tanh": (0.0, 0.99)}
 
 
 def units_axis(ndim: int) -> int:
     """Axis that indexes units: channels for (N, C, ...) images, features for (..., F) tensors."""
     return 1 if ndim >= 4 else ndim - 1
+
+
+def kernel_available() -> bool:
+    """True if the compiled reductions are installed (`tracker doctor` reports it)."""
+    return _reduce is not None
+
+
+class Results(NamedTuple):
+    """What ``StatsBatch.resolve()`` returns: one stats row per tensor, and its histogram
+    (int64, 512 binade bins) where one was asked for, else None."""
+
+    rows: list[np.ndarray]
+    histograms: list[np.ndarray | None]
 
 
 @dataclass
@@ -43,8 +68,11 @@ class _Pending:
     kind: ActivationKind
     extra_slot: int = -1  # dead units (relu) or saturated elements (sigmoid/tanh), if any
     units: int = 0  # number of units for dead_frac
-    # (sum, sumsq, min, max), zero count, extra count: already reduced on the host (CPU tensors)
+    # (sum, sumsq, min, max), zero count, extra count: already reduced on the host (NumPy path)
     host: tuple[np.ndarray, int, int | None] | None = None
+    kernel_slot: int = -1  # row in the kernel's job table (kernel path)
+    histogram: np.ndarray | None = None  # NumPy path: computed in add()
+    hist_slot: int = -1  # torch path: row in the device's histogram list
 
 
 @dataclass
@@ -52,41 +80,161 @@ class _DeviceLists:
     floats: list[Tensor] = field(default_factory=list)  # 4 per tensor: sum, sumsq, min, max
     zeros: list[Tensor] = field(default_factory=list)  # 1 per tensor
     extras: list[Tensor] = field(default_factory=list)  # 1 per tensor that has one
+    histograms: list[Tensor] = field(default_factory=list)  # (512,) per tensor that wants one
+
+
+@dataclass
+class _KernelJobs:
+    """A step's CPU tensors, in the layout reduce_many() reads (see _reduce.c)."""
+
+    tensors: list[Tensor] = field(default_factory=list)  # contiguous float32; alive for the call
+    jobs: list[tuple[int, int, int, int, int, int, int, int]] = field(default_factory=list)
+    params: list[tuple[float, float]] = field(default_factory=list)
+    histograms: int = 0
+
+    def add(self, x: Tensor, kind: ActivationKind, stride: int | None) -> tuple[int, int]:
+        """Queue ``x`` (float32, CPU); return (job row, histogram row or -1)."""
+        if not x.is_contiguous():
+            x = x.contiguous()
+        hist_row = -1
+        if stride is not None:
+            hist_row, self.histograms = self.histograms, self.histograms + 1
+        extra, shape = 0, (1, 1, x.numel())
+        centre, threshold = 0.0, 0.0
+        if kind == "relu" and x.dim() >= 2:
+            axis = units_axis(x.dim())
+            outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1 :])
+            extra, shape = 1, (outer, x.shape[axis], inner)
+        elif kind in _SATURATION:
+            extra = 2
+            centre, threshold = _SATURATION[kind]
+        self.tensors.append(x)
+        self.jobs.append((x.data_ptr(), x.numel(), hist_row, stride or 1, extra, *shape))
+        self.params.append((centre, threshold))
+        return len(self.jobs) - 1, hist_row
+
+    def run(self) -> tuple[np.ndarray, np.ndarray]:
+        """(out (n, 8) float64, histograms (h, 512) int64): one call, GIL released inside."""
+        n = len(self.jobs)
+        out = np.empty((n, 8), dtype=np.float64)
+        hists = np.zeros((self.histograms, N_BINS), dtype=np.int64)
+        if not n:
+            return out, hists
+        if _reduce is None:
+            raise RuntimeError("the compiled reductions are not installed; use the NumPy path")
+        _reduce.reduce_many(
+            np.array(self.jobs, dtype=np.int64).reshape(n, 8),
+            np.array(self.params, dtype=np.float64).reshape(n, 2),
+            out,
+            hists,
+        )
+        return out, hists
 
 
 class StatsBatch:
-    """Collect stats of many tensors; ``resolve()`` returns one row per tensor.
+    """Collect stats (and optionally histograms) of many tensors; ``resolve()`` returns them.
 
     >>> batch = StatsBatch()
-    >>> i = batch.add(torch.tensor([0.0, 1.0, -3.0]))
-    >>> batch.resolve()[i][STAT_INDEX["min"]]
-    -3.0
+    >>> i = batch.add(torch.tensor([0.0, 1.0, -3.0]), histogram=True)
+    >>> results = batch.resolve()
+    >>> results.rows[i][STAT_INDEX["min"]], int(results.histograms[i].sum())
+    (-3.0, 3)
     """
 
     def __init__(self) -> None:
         self._devices: dict[torch.device, _DeviceLists] = {}
+        self._kernel = _KernelJobs()
         self._pending: list[_Pending | None] = []
+        self._kernel_pending: list[_Pending] = []  # in kernel job order
+        self._wants_histogram: list[bool] = []
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, tensor: Tensor, kind: ActivationKind = None) -> int:
-        """Queue the reductions for ``tensor``; return the index of its future row."""
-        x = tensor.detach()
+    def add(
+        self,
+        tensor: Tensor,
+        kind: ActivationKind = None,
+        *,
+        histogram: bool = False,
+        histogram_max_elements: int | None = None,
+    ) -> int:
+        """Queue the reductions for ``tensor``; return the index of its future row.
+
+        With ``histogram``, also its binade histogram; tensors over ``histogram_max_elements``
+        are binned on an evenly strided sample, scaled up (histogram.py).
+        """
+        # Every torch op releases and retakes the GIL, which the training thread then waits for:
+        # the common case (a float32 tensor outside autograd) calls none.
+        x = tensor.detach() if tensor.requires_grad else tensor
         if x.dtype != torch.float32:
             x = x.float()  # stats run in float32 even for bf16/fp16/fp64 tensors
         numel = x.numel()
+        self._wants_histogram.append(histogram)
         if numel == 0:
             self._pending.append(None)
             return len(self._pending) - 1
-        if HOST_REDUCTION and x.device.type == "cpu":
-            self._pending.append(_host_pending(x, kind))
+        stride = sample_stride(numel, histogram_max_elements) if histogram else None
+        if x.device.type == "cpu" and CPU_REDUCTION == "kernel":
+            pending = _Pending(x, numel, x.device, -1, kind)
+            pending.kernel_slot, pending.hist_slot = self._kernel.add(x, kind, stride)
+            if kind == "relu" and x.dim() >= 2:
+                pending.units = x.shape[units_axis(x.dim())]
+            self._pending.append(pending)
+            self._kernel_pending.append(pending)
             return len(self._pending) - 1
+        if x.device.type == "cpu" and CPU_REDUCTION == "numpy":
+            pending = _host_pending(x, kind)
+            if stride is not None:
+                pending.histogram = numpy_histogram(x.numpy(), stride)
+            self._pending.append(pending)
+            return len(self._pending) - 1
+        self._pending.append(self._add_torch(x, kind, histogram_max_elements if histogram else 0))
+        return len(self._pending) - 1
+
+    def _kernel_rows(self, out: np.ndarray) -> np.ndarray:
+        """Stats rows from reduce_many()'s (shift, sum d, sum d^2, min, max, zeros, extra).
+
+        The sums are float64 over d = x - shift with shift = the first element, so var = E[d^2]
+        - E[d]^2 keeps its digits even when |mean| >> std, and the sum of squares of x follows
+        exactly. Rows whose sums are not finite (NaN/Inf present) or that lost var to
+        cancellation anyway come back with nan_count NaN: the caller recomputes them precisely.
+        All in a few NumPy calls: per-row Python would cost the GIL more than the kernel.
+        """
+        k = len(out)
+        rows = np.full((k, N_STATS), np.nan)
+        if not k:
+            return rows
+        n = np.array([p.numel for p in self._kernel_pending], dtype=np.float64)
+        shift, s1, s2, lo, hi, zeros, extra = out[:, :7].T
+        with np.errstate(all="ignore"):
+            d_mean = s1 / n
+            var = np.maximum(s2 / n - d_mean * d_mean, 0.0)
+            ok = np.isfinite(s1) & np.isfinite(s2) & ((n == 1) | (var >= _CANCELLATION * d_mean**2))
+            rows[:, _COUNT] = n
+            rows[:, _ZERO] = zeros / n
+            rows[:, _MEAN] = np.where(ok, shift + d_mean, np.nan)
+            rows[:, _STD] = np.where(ok, np.sqrt(var), np.nan)
+            rows[:, _MIN] = np.where(ok, lo, np.nan)
+            rows[:, _MAX] = np.where(ok, hi, np.nan)
+            sumsq = np.maximum(s2 + 2.0 * shift * s1 + n * shift * shift, 0.0)
+            rows[:, _NORM] = np.where(ok, np.sqrt(sumsq), np.nan)
+            rows[:, _NAN] = np.where(ok, 0.0, np.nan)
+            rows[:, _INF] = rows[:, _NAN]
+            for slot, p in enumerate(self._kernel_pending):
+                if p.kind == "relu" and p.units:
+                    rows[slot, _DEAD] = extra[slot] / p.units
+                elif p.kind in _SATURATION:
+                    rows[slot, _SAT] = extra[slot] / n[slot]
+        return rows
+
+    def _add_torch(self, x: Tensor, kind: ActivationKind, hist_max: int | None) -> _Pending:
+        """Queue torch reductions (on the tensor's device); hist_max 0: no histogram."""
         flat = x.reshape(-1)
         lists = self._devices.get(x.device)
         if lists is None:
             lists = self._devices[x.device] = _DeviceLists()
-        pending = _Pending(x, numel, x.device, len(lists.zeros), kind)
+        pending = _Pending(x, x.numel(), x.device, len(lists.zeros), kind)
         lo, hi = torch.aminmax(flat)
         lists.floats.extend((flat.sum(), torch.dot(flat, flat), lo, hi))
         # eq().sum() is branch-free: 4-6x faster than count_nonzero on half-zero ReLU outputs.
@@ -97,39 +245,59 @@ class StatsBatch:
             others = tuple(d for d in range(x.dim()) if d != axis)
             extra = torch.le(x.amax(dim=others), 0).sum()
             pending.units = x.shape[axis]
-        elif kind == "sigmoid":
-            extra = torch.gt((x - 0.5).abs_(), 0.49).sum()
-        elif kind == "tanh":
-            extra = torch.gt(x.abs(), 0.99).sum()
+        elif kind in _SATURATION:
+            centre, threshold = _SATURATION[kind]
+            extra = torch.gt((x - centre).abs_(), threshold).sum()
         if extra is not None:
             pending.extra_slot = len(lists.extras)
             lists.extras.append(extra)
-        self._pending.append(pending)
-        return len(self._pending) - 1
+        if hist_max != 0:
+            pending.hist_slot = len(lists.histograms)
+            lists.histograms.append(binade_histogram(x, hist_max))
+        return pending
 
-    def resolve(self) -> list[np.ndarray]:
-        """Move every queued result to the host at once; return float64 rows of N_STATS."""
+    def resolve(self) -> Results:
+        """Finish every queued reduction (one host transfer per device); float64 rows."""
         host = {}
         for device, lists in self._devices.items():
             floats = torch.stack(lists.floats).double().cpu().numpy().reshape(-1, 4)
             zeros = torch.stack(lists.zeros).cpu().numpy()
             extras = torch.stack(lists.extras).cpu().numpy() if lists.extras else None
-            host[device] = (floats, zeros, extras)
+            hists = torch.stack(lists.histograms).cpu().numpy() if lists.histograms else None
+            host[device] = (floats, zeros, extras, hists)
+        kernel_out, kernel_hists = self._kernel.run()
+        kernel_rows = self._kernel_rows(kernel_out)
         rows = np.full((len(self._pending), N_STATS), np.nan)
+        histograms: list[np.ndarray | None] = [None] * len(self._pending)
         for i, p in enumerate(self._pending):
             if p is None:
                 rows[i] = _empty_row()
+                if self._wants_histogram[i]:
+                    histograms[i] = np.zeros(N_BINS, dtype=np.int64)
+                continue
+            if p.kernel_slot >= 0:
+                rows[i] = kernel_rows[p.kernel_slot]
+                if np.isnan(rows[i, _NAN]):  # non-finite values or cancellation: redo precisely
+                    _precise(p.tensor, rows[i])
+                if p.hist_slot >= 0:
+                    histograms[i] = kernel_hists[p.hist_slot]
                 continue
             if p.host is not None:  # computed with NumPy in add()
                 floats_row, zeros_count, extra = p.host
                 _finish_row(rows[i], p, floats_row, zeros_count, extra)
+                histograms[i] = p.histogram
                 continue
-            floats, zeros, extras = host[p.device]
+            floats, zeros, extras, hists = host[p.device]
             extra = None if p.extra_slot < 0 or extras is None else int(extras[p.extra_slot])
             _finish_row(rows[i], p, floats[p.slot], int(zeros[p.slot]), extra)
+            if p.hist_slot >= 0 and hists is not None:
+                histograms[i] = hists[p.hist_slot]
         self._devices.clear()
+        self._kernel = _KernelJobs()
+        self._kernel_pending = []
         self._pending.clear()
-        return list(rows)
+        self._wants_histogram.clear()
+        return Results(list(rows), histograms)
 
 
 def _empty_row() -> np.ndarray:
@@ -146,11 +314,11 @@ _COUNT, _MEAN, _STD, _MIN, _MAX, _NORM, _ZERO, _NAN, _INF, _DEAD, _SAT = (
 
 
 def _host_pending(x: Tensor, kind: ActivationKind) -> _Pending:
-    """Reduce a CPU tensor now, with NumPy on a zero-copy view.
+    """Reduce a CPU tensor now, with NumPy on a zero-copy view (when the kernel is not built).
 
     On the CPU an eager torch op costs ~8 us of dispatch before any arithmetic, a NumPy call
-    ~1-2 us, so the five reductions of a small tensor cost a third as much this way
-    (bench/README.md); the results are the same float32 reductions.
+    ~1-2 us, so the five reductions of a small tensor cost a third as much this way; the
+    results are the same float32 reductions.
     """
     a = x.numpy()
     flat = a.reshape(-1)
@@ -171,10 +339,9 @@ def _host_pending(x: Tensor, kind: ActivationKind) -> _Pending:
             others = tuple(d for d in range(a.ndim) if d != axis)
             extra = int(np.count_nonzero(a.max(axis=others) <= 0))
             pending.units = a.shape[axis]
-        elif kind == "sigmoid":
-            extra = int(np.count_nonzero(np.abs(flat - np.float32(0.5)) > 0.49))
-        elif kind == "tanh":
-            extra = int(np.count_nonzero(np.abs(flat) > 0.99))
+        elif kind in _SATURATION:
+            centre, threshold = _SATURATION[kind]
+            extra = int(np.count_nonzero(np.abs(flat - np.float32(centre)) > np.float32(threshold)))
     if extra is not None:
         pending.extra_slot = 0
     pending.host = (floats, zeros, extra)

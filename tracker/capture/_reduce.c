@@ -1,0 +1,283 @@
+/*
+ * Summaries of many float32 CPU tensors in one call, with the GIL released.
+ *
+ * Why a C kernel: on the CPU every eager torch op costs ~8 us of dispatch and every NumPy call
+ * ~1-2 us before any arithmetic (../shared/PERF.md), and each pass over a tensor reads it again.
+ * A step of a small model has dozens of small tensors, so the stats worker spent more time in
+ * Python than in arithmetic, holding the GIL the training thread needs. Here one call does a
+ * step's tensors: one vectorized pass per tensor for the moments (sum and sum of squares in
+ * float64 about a shift, min, max, exact zeros), and, where asked, a 512-bin binade histogram,
+ * dead-unit and saturation counts.
+ *
+ * reduce_many(jobs, params, out, hists): all four are C-contiguous buffers (NumPy arrays).
+ *   jobs   int64   (n, 8): data pointer, numel, histogram row (-1: none), histogram stride,
+ *                          extra (0 none, 1 dead units, 2 saturation), outer, units, inner
+ *   params float64 (n, 2): saturation centre and threshold (|x - centre| > threshold)
+ *   out    float64 (n, 8): shift, sum(x - shift), sum((x - shift)^2), min, max, zero count,
+ *                          extra count, 0
+ *   hists  int64   (h, 512): zeroed by the caller, filled for jobs with a histogram row
+ * Data pointers must address `numel` contiguous float32 values that stay alive for the call:
+ * the Python caller (stats.py) holds the tensors. Moments ignore nothing: a NaN or Inf makes the
+ * sums non-finite, which the caller treats as "recompute precisely".
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 16
+#define N_BINS 512
+#define JOB_FIELDS 8
+#define OUT_FIELDS 8
+
+/* One build runs fast on every x86-64: the loader picks the widest clone the CPU supports. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define MULTI_VERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef MULTI_VERSION
+#define MULTI_VERSION
+#endif
+
+typedef struct {
+    double s1, s2;
+    float lo, hi;
+    int64_t zeros;
+} Moments;
+
+/* Lanes are independent accumulators, so the compiler can vectorize without reassociating. */
+MULTI_VERSION
+static void moments(const float *x, int64_t n, double shift, Moments *m) {
+    double s1[LANES] = {0}, s2[LANES] = {0};
+    float lo[LANES], hi[LANES];
+    int32_t zeros[LANES] = {0};
+    int64_t zero_total = 0;
+    for (int k = 0; k < LANES; k++) {
+        lo[k] = INFINITY;
+        hi[k] = -INFINITY;
+    }
+    int64_t i = 0;
+    const int64_t full = n - n % LANES;
+    while (i < full) {
+        /* int32 lane counters are flushed before they could overflow */
+        int64_t stop = full - i > ((int64_t)1 << 30) ? i + ((int64_t)1 << 30) : full;
+        for (; i < stop; i += LANES) {
+            for (int k = 0; k < LANES; k++) {
+                float v = x[i + k];
+                double d = (double)v - shift;
+                s1[k] += d;
+                s2[k] += d * d;
+                lo[k] = v < lo[k] ? v : lo[k];
+                hi[k] = v > hi[k] ? v : hi[k];
+                zeros[k] += v == 0.0f;
+            }
+        }
+        for (int k = 0; k < LANES; k++) {
+            zero_total += zeros[k];
+            zeros[k] = 0;
+        }
+    }
+    double t1 = 0, t2 = 0;
+    float tlo = INFINITY, thi = -INFINITY;
+    for (int k = 0; k < LANES; k++) {
+        t1 += s1[k];
+        t2 += s2[k];
+        tlo = lo[k] < tlo ? lo[k] : tlo;
+        thi = hi[k] > thi ? hi[k] : thi;
+    }
+    for (; i < n; i++) {
+        float v = x[i];
+        double d = (double)v - shift;
+        t1 += d;
+        t2 += d * d;
+        tlo = v < tlo ? v : tlo;
+        thi = v > thi ? v : thi;
+        zero_total += v == 0.0f;
+    }
+    m->s1 = t1;
+    m->s2 = t2;
+    m->lo = tlo;
+    m->hi = thi;
+    m->zeros = zero_total;
+}
+
+/* Four sub-histograms so that runs of equal bins do not serialize on one counter. */
+static void histogram(const float *x, int64_t n, int64_t stride, int64_t *out) {
+    int64_t sub[4][N_BINS];
+    memset(sub, 0, sizeof(sub));
+    const uint32_t *bits = (const uint32_t *)x;
+    int64_t i = 0, j = 0;
+    for (; i + 3 * stride < n; i += 4 * stride, j += 4) {
+        sub[0][(bits[i] >> 23) & (N_BINS - 1)]++;
+        sub[1][(bits[i + stride] >> 23) & (N_BINS - 1)]++;
+        sub[2][(bits[i + 2 * stride] >> 23) & (N_BINS - 1)]++;
+        sub[3][(bits[i + 3 * stride] >> 23) & (N_BINS - 1)]++;
+    }
+    for (; i < n; i += stride) sub[0][(bits[i] >> 23) & (N_BINS - 1)]++;
+    for (int b = 0; b < N_BINS; b++) out[b] += (sub[0][b] + sub[1][b] + sub[2][b] + sub[3][b]) * stride;
+}
+
+/* A NaN sticks (v != v), as in NumPy's max, so an all-NaN unit is not called dead. */
+MULTI_VERSION
+static void unit_max_rows(const float *x, int64_t rows, int64_t units, float *best) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * units;
+        for (int64_t u = 0; u < units; u++) {
+            float v = row[u];
+            best[u] = (v > best[u] || v != v) ? v : best[u];
+        }
+    }
+}
+
+/* Max of a contiguous block in lanes (vectorizable); NaN sticks as in unit_max_rows. */
+MULTI_VERSION
+static float block_max(const float *x, int64_t n) {
+    float lanes[LANES];
+    for (int k = 0; k < LANES; k++) lanes[k] = -INFINITY;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        for (int k = 0; k < LANES; k++) {
+            float v = x[i + k];
+            lanes[k] = (v > lanes[k] || v != v) ? v : lanes[k];
+        }
+    }
+    float best = -INFINITY;
+    for (int k = 0; k < LANES; k++) best = (lanes[k] > best || lanes[k] != lanes[k]) ? lanes[k] : best;
+    for (; i < n; i++) best = (x[i] > best || x[i] != x[i]) ? x[i] : best;
+    return best;
+}
+
+/* Units that never fire: max over every axis but the units axis is <= 0. -1 if out of memory. */
+static int64_t dead_units(const float *x, int64_t outer, int64_t units, int64_t inner) {
+    if (units <= 0) return 0;
+    float *best = malloc((size_t)units * sizeof(float));
+    if (best == NULL) return -1;
+    for (int64_t u = 0; u < units; u++) best[u] = -INFINITY;
+    if (inner == 1) {
+        unit_max_rows(x, outer, units, best);  /* (..., F): units are contiguous within a row */
+    } else {
+        for (int64_t o = 0; o < outer; o++) {  /* (N, C, ...): each unit owns a block per sample */
+            for (int64_t u = 0; u < units; u++) {
+                float v = block_max(x + (o * units + u) * inner, inner);
+                best[u] = (v > best[u] || v != v) ? v : best[u];
+            }
+        }
+    }
+    int64_t dead = 0;
+    for (int64_t u = 0; u < units; u++) dead += best[u] <= 0.0f;
+    free(best);
+    return dead;
+}
+
+MULTI_VERSION
+static int64_t saturated(const float *x, int64_t n, float centre, float threshold) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; i++) count += fabsf(x[i] - centre) > threshold;
+    return count;
+}
+
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous%s buffer", name,
+                     writable ? " writable" : "");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *reduce_many(PyObject *self, PyObject *args) {
+    PyObject *jobs_obj, *params_obj, *out_obj, *hists_obj;
+    if (!PyArg_ParseTuple(args, "OOOO", &jobs_obj, &params_obj, &out_obj, &hists_obj)) return NULL;
+    Py_buffer jobs, params, out, hists;
+    if (get_buffer(jobs_obj, &jobs, 0, "jobs") < 0) return NULL;
+    if (get_buffer(params_obj, &params, 0, "params") < 0) goto fail_jobs;
+    if (get_buffer(out_obj, &out, 1, "out") < 0) goto fail_params;
+    if (get_buffer(hists_obj, &hists, 1, "hists") < 0) goto fail_out;
+
+    Py_ssize_t n = jobs.len / (Py_ssize_t)(JOB_FIELDS * sizeof(int64_t));
+    Py_ssize_t n_hists = hists.len / (Py_ssize_t)(N_BINS * sizeof(int64_t));
+    if (jobs.len != n * (Py_ssize_t)(JOB_FIELDS * sizeof(int64_t)) ||
+        params.len != n * (Py_ssize_t)(2 * sizeof(double)) ||
+        out.len != n * (Py_ssize_t)(OUT_FIELDS * sizeof(double)) ||
+        hists.len != n_hists * (Py_ssize_t)(N_BINS * sizeof(int64_t))) {
+        PyErr_SetString(PyExc_ValueError, "reduce_many: buffer sizes do not match (n, 8), (n, 2), (n, 8), (h, 512)");
+        goto fail_all;
+    }
+    const int64_t *job = (const int64_t *)jobs.buf;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        const int64_t *f = job + j * JOB_FIELDS;
+        if (f[0] == 0 || f[1] < 1 || f[2] >= n_hists || (f[2] >= 0 && f[3] < 1) ||
+            (f[4] == 1 && f[5] * f[6] * f[7] != f[1])) {
+            PyErr_Format(PyExc_ValueError, "reduce_many: job %zd is malformed", j);
+            goto fail_all;
+        }
+    }
+    const double *param = (const double *)params.buf;
+    double *result = (double *)out.buf;
+    int64_t *hist = (int64_t *)hists.buf;
+    int out_of_memory = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < n; j++) {
+        const int64_t *f = job + j * JOB_FIELDS;
+        const float *x = (const float *)(uintptr_t)f[0];
+        const int64_t numel = f[1];
+        double *r = result + j * OUT_FIELDS;
+        /* About the first element: keeps var = E[d^2] - E[d]^2 exact when |mean| >> std. */
+        double shift = isfinite(x[0]) ? (double)x[0] : 0.0;
+        Moments m;
+        moments(x, numel, shift, &m);
+        int64_t extra = 0;
+        if (f[4] == 1) {
+            extra = dead_units(x, f[5], f[6], f[7]);
+            if (extra < 0) out_of_memory = 1;
+        } else if (f[4] == 2) {
+            extra = saturated(x, numel, (float)param[2 * j], (float)param[2 * j + 1]);
+        }
+        if (f[2] >= 0) histogram(x, numel, f[3], hist + f[2] * N_BINS);
+        r[0] = shift;
+        r[1] = m.s1;
+        r[2] = m.s2;
+        r[3] = m.lo;
+        r[4] = m.hi;
+        r[5] = (double)m.zeros;
+        r[6] = (double)extra;
+        r[7] = 0.0;
+    }
+    Py_END_ALLOW_THREADS
+
+    PyBuffer_Release(&hists);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&params);
+    PyBuffer_Release(&jobs);
+    if (out_of_memory) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+
+fail_all:
+    PyBuffer_Release(&hists);
+fail_out:
+    PyBuffer_Release(&out);
+fail_params:
+    PyBuffer_Release(&params);
+fail_jobs:
+    PyBuffer_Release(&jobs);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"reduce_many", reduce_many, METH_VARARGS,
+     "reduce_many(jobs, params, out, hists): summarize many float32 tensors, GIL released."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "tracker.capture._reduce",
+    "Fused per-tensor reductions for the stats worker (see _reduce.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__reduce(void) { return PyModule_Create(&module); }
