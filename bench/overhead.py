@@ -148,7 +148,7 @@ EVERY_10 = {"every": 10, "histogram_every": 10, "snapshot_every": 0}
 VARIANTS = (
     Variant("baseline (no tracking)", lambda model, tmp: Recorder()),
     Variant("tracker: metrics only, no watch", _tracker(None)),
-    Variant("tracker: default policy (stats 1, hist 10, snap 100)", _tracker({})),
+    Variant("tracker: default policy (stats 10, hist 50, snap 100)", _tracker({})),
     Variant("tracker: stats+hist, all 4 quantities, every step", _tracker(EVERY_STEP)),
     Variant("tracker: + snapshots every step", _tracker({**EVERY_STEP, "snapshot_every": 1})),
     Variant(

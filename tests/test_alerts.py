@@ -40,7 +40,7 @@ def test_raise_stops_a_doomed_run_within_a_few_steps(store_path: Path) -> None:
 
     def doomed() -> None:
         with run:
-            run.watch(model, on_problem="raise")
+            run.watch(model, every=1, on_problem="raise")
             _train(run, model, 0.5, 200)  # the demo's sick learning rate
 
     with pytest.raises(tracker.ProblemDetectedError) as caught:
@@ -68,7 +68,7 @@ def test_callback_sees_nan_at_once(store_path: Path) -> None:
     seen: list[tuple[int, tracker.Finding]] = []
     model = nn.Sequential(nn.Linear(4, 4), Blowup(), nn.Linear(4, 2))
     with tracker.init(project="a", store=store_path) as run:
-        run.watch(model, on_problem=lambda f: seen.append((step, f)))
+        run.watch(model, every=1, on_problem=lambda f: seen.append((step, f)))
         for step in range(8):
             model(torch.randn(3, 4) * 10).sum().backward()
             run.log(step=step)
@@ -82,7 +82,7 @@ def test_warn_mode(store_path: Path) -> None:
     torch.manual_seed(0)
     model = digits_cnn()
     run = tracker.init(project="a", store=store_path)
-    run.watch(model, on_problem="warn")
+    run.watch(model, every=1, on_problem="warn")
     with pytest.warns(tracker.ProblemWarning, match="dead"):
         _train(run, model, 0.5, 60)
     run.finish()
@@ -92,7 +92,7 @@ def test_healthy_training_raises_nothing(store_path: Path) -> None:
     torch.manual_seed(0)
     model = digits_cnn()
     with tracker.init(project="a", store=store_path) as run:
-        run.watch(model, on_problem="raise")
+        run.watch(model, every=1, on_problem="raise")
         assert _train(run, model, 0.05, 120) == 120
 
 

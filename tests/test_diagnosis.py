@@ -26,7 +26,7 @@ def _train(
 ) -> str:
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     with tracker.init(project="diagnosis", store=store, config={"lr": lr}) as run:
-        run.watch(model, histogram_every=0, snapshot_every=0)
+        run.watch(model, every=1, histogram_every=0, snapshot_every=0)
         for step in range(steps):
             x, y = data(step)
             loss = loss_fn(model(x), y)

@@ -73,7 +73,7 @@ def test_probe_changes_nothing_in_training(store_path: Path, mode: str) -> None:
 def test_probe_snapshots_are_the_probe_through_that_step_s_weights(store_path: Path) -> None:
     model = _model()
     with tracker.init(project="probe", store=store_path) as run:
-        run.watch(model, snapshot_every=SNAP, probe=PROBE, loss_fn=F.cross_entropy)
+        run.watch(model, every=1, snapshot_every=SNAP, probe=PROBE, loss_fn=F.cross_entropy)
         states = _train(model, run)
     with tracker.open_run(run.id, store=store_path) as r:
         assert r.steps("0", "activation", probe=True).tolist() == list(range(0, STEPS, SNAP))

@@ -200,7 +200,7 @@ def test_tracking_failure_never_stops_training(
         caplog.at_level(logging.WARNING, logger="tracker"),
         tracker.init(project="p", store=store_path) as run,
     ):
-        run.watch(model)
+        run.watch(model, every=1)
         losses = [_step(model, opt) for _ in range(5)]
         for step, loss in enumerate(losses):
             run.log({"loss": loss}, step=step)
@@ -266,7 +266,7 @@ def test_no_tensor_of_an_old_step_is_kept_alive(store_path: Path) -> None:
     refs: list[weakref.ref] = []
     model[1].register_forward_hook(lambda m, i, o: refs.append(weakref.ref(o)))
     with tracker.init(project="p", store=store_path) as run:
-        run.watch(model)
+        run.watch(model, every=1)  # every step holds tensors: none may outlive its step
         for step in range(1000):
             run.log({"loss": _step(model, opt)}, step=step)
         run.flush()
@@ -279,7 +279,7 @@ SCRIPT = """
 import sys, torch, tracker
 run = tracker.init(project="p", name="exit", store=sys.argv[1])
 model = torch.nn.Linear(3, 2)
-run.watch(model)
+run.watch(model, every=1)
 for step in range(5):
     model(torch.randn(4, 3)).sum().backward()
     run.log({"loss": float(step)}, step=step)
@@ -311,3 +311,26 @@ def test_interpreter_exit_flushes_and_sets_status(
         assert r.status == status and r.info.status_reason == reason
         assert r.metrics("loss")[1].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
         assert r.series("model", "weight_grad", "norm")[0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_default_cadence_records_every_tenth_step_and_histograms_every_fiftieth(
+    store_path: Path,
+) -> None:
+    from tracker.capture.policy import WatchPolicy
+
+    assert (WatchPolicy.every, WatchPolicy.histogram_every, WatchPolicy.snapshot_every) == (
+        10,
+        50,
+        100,
+    )
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tracker.init(project="p", store=store_path) as run:
+        run.watch(model)
+        for step in range(61):
+            run.log({"loss": _step(model, opt)}, step=step)
+    with tracker.open_run(run.id, store=store_path) as r:
+        assert r.series("0", "activation", "mean")[0].tolist() == [0, 10, 20, 30, 40, 50, 60]
+        assert len(r.metrics("loss")[0]) == 61  # metrics are every step regardless
+        hist_steps, _ = r.histograms("0", "activation")
+        assert hist_steps.tolist() == [0, 50]

@@ -23,7 +23,7 @@ def _warm_up() -> None:
     with tempfile.TemporaryDirectory() as folder:
         model = digits_cnn()
         with tracker.init(project="warm-up", store=folder) as run:
-            run.watch(model, histogram_every=1, snapshot_every=1)
+            run.watch(model, every=1, histogram_every=1, snapshot_every=1)
             model(torch.zeros(2, 1, 8, 8)).sum().backward()
             run.log({"loss": 0.0})
 
@@ -54,7 +54,7 @@ def train(
         project="reliability", name=name, store=store, writer=config, database_url=database_url
     )
     conn.send("started")
-    run.watch(model, histogram_every=3, snapshot_every=5)
+    run.watch(model, every=1, histogram_every=3, snapshot_every=5)
     unacknowledged: list[tuple[int, float]] = []
     for step in range(steps):
         i = (step * BATCH) % 1400
