@@ -47,7 +47,7 @@ def units_axis(ndim: int) -> int:
 
 
 def kernel_available() -> bool:
-    """True if the compiled reductions are installed (`tracker doctor` reports it)."""
+    """True if the compiled reductions (_reduce.c) were built at install time."""
     return _reduce is not None
 
 
