@@ -37,8 +37,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tracker.capture.block import Summary
 from tracker.capture.snapshot import Snapshot
-from tracker.capture.step import GRAD_ENABLED, TRAINING_MODE, Summary
+from tracker.capture.step import GRAD_ENABLED, TRAINING_MODE
 from tracker.catalog import MetricRow
 from tracker.demo import digits_cnn, load_digits_tensors
 from tracker.names import STAT_INDEX, STAT_NAMES

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
+from tracker.capture.block import Summary
 from tracker.capture.snapshot import Snapshot
-from tracker.capture.step import Summary
 from tracker.errors import InvalidArgumentError, StoreError
 from tracker.names import STAT_NAMES
 from tracker.store.backend import Backend, checksum_algorithm

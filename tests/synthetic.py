@@ -13,9 +13,10 @@ import zlib
 
 import numpy as np
 
+from tracker.capture.block import StepBlock, Summary
 from tracker.capture.engine import StepRecord
 from tracker.capture.snapshot import Snapshot
-from tracker.capture.step import GRAD_ENABLED, PROBE, TRAINING_MODE, Summary
+from tracker.capture.step import GRAD_ENABLED, PROBE, TRAINING_MODE
 from tracker.names import STAT_NAMES
 from tracker.store import Store
 from tracker.writer import Writer, WriterConfig
@@ -94,7 +95,12 @@ def record(step: int) -> StepRecord:
             )
     shapes = {"fc": {"output": [5, 4]}, "act": {"output": [5, 4]}}
     return StepRecord(
-        step, step // EPOCH_STEPS, time.time(), {"loss": loss(step)}, summaries, shapes
+        step,
+        step // EPOCH_STEPS,
+        time.time(),
+        {"loss": loss(step)},
+        [StepBlock.from_summaries(summaries)],
+        shapes,
     )
 
 

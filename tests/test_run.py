@@ -193,7 +193,7 @@ def test_tracking_failure_never_stops_training(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("stats exploded")
 
-    monkeypatch.setattr(engine.StatsBatch, "resolve", broken)
+    monkeypatch.setattr(engine.Planner, "reduce", broken)
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with (

@@ -11,9 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tracker.capture.block import Summary
 from tracker.capture.histogram import binade_histogram
 from tracker.capture.snapshot import take_snapshot
-from tracker.capture.step import Summary
 from tracker.errors import SchemaVersionError, StoreError
 from tracker.names import STAT_NAMES
 from tracker.store import segment as seg

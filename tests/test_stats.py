@@ -158,6 +158,25 @@ def test_dead_units_of_wide_images_and_nan_units() -> None:
     )
 
 
+@pytest.mark.parametrize("shape", [(3, 1), (40, 6), (9, 300), (5, 4, 3, 3), (64, 16, 8, 8)])
+def test_dead_units_match_reference_when_units_fire_late_or_never(shape: tuple[int, ...]) -> None:
+    # The kernel stops reading a unit once it fires: a unit whose only positive value is deep in
+    # the batch, or whose only non-negative "value" is a NaN, must still be seen.
+    rng = np.random.default_rng(sum(shape))
+    axis = stats.units_axis(len(shape))
+    units_last = -rng.random((*shape[:axis], *shape[axis + 1 :], shape[axis]), dtype=np.float32)
+    columns = units_last.reshape(-1, shape[axis])  # a view: one column per unit
+    rows = len(columns)
+    for u in range(shape[axis]):
+        if u % 3 == 0:
+            continue  # never fires: dead
+        columns[(u * 7919 + rows - 1) % rows, u] = np.nan if u % 5 == 0 else 0.5
+    x = np.ascontiguousarray(np.moveaxis(units_last, -1, axis))
+    want = reference_stats(x, "relu")[STAT_INDEX["dead_frac"]]
+    assert want == pytest.approx(len(range(0, shape[axis], 3)) / shape[axis])
+    assert _row(torch.from_numpy(x), "relu")[STAT_INDEX["dead_frac"]] == want
+
+
 def test_kernel_rejects_malformed_jobs() -> None:
     if not stats.kernel_available():
         pytest.skip("kernel not built")

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 import tracker
 from tests import synthetic
+from tracker.capture.block import Summary
 from tracker.capture.snapshot import decode_snapshot
-from tracker.capture.step import GRAD_ENABLED, PROBE, TRAINING_MODE, Summary
+from tracker.capture.step import GRAD_ENABLED, PROBE, TRAINING_MODE
 from tracker.names import STAT_NAMES
 from tracker.reader import RunReader, _select_rows, find_run
 from tracker.store import Store

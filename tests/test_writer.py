@@ -7,8 +7,9 @@ import time
 import numpy as np
 import pytest
 
+from tracker.capture.block import StepBlock, Summary
 from tracker.capture.engine import StepRecord
-from tracker.capture.step import Summary
+from tracker.capture.snapshot import Snapshot
 from tracker.errors import InvalidArgumentError
 from tracker.names import STAT_NAMES
 from tracker.store import Store
@@ -19,14 +20,15 @@ from tracker.writer import Writer, WriterConfig
 RUN = "00000000000000b1"
 
 
-def _record(step: int) -> StepRecord:
-    summary = Summary("fc", "weight", "weight", 0, 3, np.full(len(STAT_NAMES), float(step)))
+def _record(step: int, snapshot: Snapshot | None = None) -> StepRecord:
+    stats = np.full(len(STAT_NAMES), float(step))
+    summary = Summary("fc", "weight", "weight", 0, 3, stats, None, snapshot)
     return StepRecord(
         step,
         step // 10,
         time.time(),
         {"loss": 1.0 / (step + 1)},
-        [summary],
+        [StepBlock.from_summaries([summary])],
         {"fc": {"output": [2, 3]}},
     )
 
@@ -131,11 +133,8 @@ def test_a_catalog_down_until_the_end_leaves_its_segments_to_recovery(
 def test_over_budget_queue_sheds_snapshots_then_summaries_never_metrics(
     writer_store: Store,
 ) -> None:
-    from tracker.capture.snapshot import Snapshot
-
     w = _writer(writer_store, [], steps_per_segment=1000, flush_seconds=3600, max_queue_bytes=1)
-    record = _record(0)
-    record.summaries[0].snapshot = Snapshot(np.zeros(1000, np.float32), "float32", (1000,))
+    record = _record(0, Snapshot(np.zeros(1000, np.float32), "float32", (1000,)))
     w.put(record)
     assert w.close(timeout=10)
     assert w.counters["dropped_snapshots"] == 1 and w.counters["dropped_summaries"] == 1
@@ -143,14 +142,11 @@ def test_over_budget_queue_sheds_snapshots_then_summaries_never_metrics(
 
 
 def test_segments_roll_by_bytes(writer_store: Store) -> None:
-    from tracker.capture.snapshot import Snapshot
-
     w = _writer(
         writer_store, [], steps_per_segment=1000, flush_seconds=3600, max_segment_bytes=10_000
     )
     for step in range(6):
-        record = _record(step)
-        record.summaries[0].snapshot = Snapshot(np.full(1000, step, np.float32), "float32", (1000,))
+        record = _record(step, Snapshot(np.full(1000, step, np.float32), "float32", (1000,)))
         w.put(record)  # 4,000 bytes of snapshot per step: a segment every 3 steps
     assert w.close(timeout=10)
     segments = writer_store.catalog.segments(RUN)
@@ -181,12 +177,9 @@ def test_segment_files_carry_the_batch_they_were_committed_with(writer_store: St
 
 @pytest.mark.parametrize("compression", ["blosc-lz4", "zstd"])
 def test_compressed_segments_read_back_bit_exact(writer_store: Store, compression: str) -> None:
-    from tracker.capture.snapshot import Snapshot
-
     data = np.maximum(np.random.default_rng(0).standard_normal(5000), 0).astype(np.float16)
     w = _writer(writer_store, [], steps_per_segment=5, flush_seconds=3600, compression=compression)
-    record = _record(0)
-    record.summaries[0].snapshot = Snapshot(data, "float16", (5000,))
+    record = _record(0, Snapshot(data, "float16", (5000,)))
     w.put(record)
     assert w.close(timeout=10)
     (segment,) = writer_store.catalog.segments(RUN)

@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from tracker.capture.step import PROBE, Summary
+from tracker.capture.block import StepBlock
+from tracker.capture.step import PROBE
 from tracker.diagnosis import DEAD_ERROR, EXPLODE, Finding
 from tracker.errors import InvalidArgumentError, TrackerError
 from tracker.names import STAT_INDEX
 
 OnProblem = Callable[[Finding], Any] | str | None
 SATURATED_ALERT = 0.9
+_NAN, _INF = STAT_INDEX["nan_count"], STAT_INDEX["inf_count"]
 
 
 class ProblemDetectedError(TrackerError):
@@ -51,6 +53,9 @@ class ProblemWatcher:
 
     def __init__(self, kinds: dict[str, str | None], on_problem: OnProblem, patience: int = 5):
         self._kinds = kinds  # layer name -> activation kind, in model order
+        self._depth = {layer: i for i, layer in enumerate(kinds)}
+        # id(block.keys) -> (keys, rows, streak rows); keys kept so a reused id cannot match
+        self._rows: dict[int, tuple[tuple, np.ndarray, list[int]]] = {}
         self._on_problem = on_problem
         self._patience = patience
         self._streaks: dict[tuple[str, str], int] = {}
@@ -58,58 +63,89 @@ class ProblemWatcher:
         self._pending: deque[Finding] = deque()
         self._lock = threading.Lock()
 
-    def observe(self, step: int, summaries: list[Summary]) -> None:
+    def observe(self, step: int, blocks: list[StepBlock]) -> None:
         """Update the detectors with one step's summaries (training calls only)."""
-        for s in sorted(summaries, key=self._pass_order):
-            if s.flags & PROBE or s.call != 0:
-                continue
-            row = s.stats
-            if row[STAT_INDEX["nan_count"]] + row[STAT_INDEX["inf_count"]] > 0:
+        checks = []
+        for block in blocks:
+            rows, streaks = self._rows_to_check(block)
+            bad = rows[block.stats[rows, _NAN] + block.stats[rows, _INF] > 0]
+            for i in sorted(set(bad.tolist()).union(streaks)) if len(bad) else streaks:
+                checks.append((self._pass_order(*block.keys[i][:2]), block, i))
+        checks.sort(key=lambda c: c[0])  # fire in the order the step computed them
+        for _, block, i in checks:
+            self._check(step, block.keys[i], block.stats[i])
+
+    def _rows_to_check(self, block: StepBlock) -> tuple[np.ndarray, list[int]]:
+        """Rows of the training pass (first call, not the probe), and among them those a streak
+        detector must see every step. Worked out once per layout: most steps share one."""
+        cached = self._rows.get(id(block.keys))
+        if cached is not None and cached[0] is block.keys:
+            return cached[1], cached[2]
+        rows = np.flatnonzero((block.flags & PROBE == 0) & (block.calls == 0))
+        streaks = [int(i) for i in rows if self._has_streak(*block.keys[i])]
+        if len(self._rows) >= 64:
+            self._rows.clear()
+        self._rows[id(block.keys)] = (block.keys, rows, streaks)
+        return rows, streaks
+
+    def _has_streak(self, layer: str, quantity: str, part: str) -> bool:
+        if quantity == "activation":
+            return self._kinds.get(layer) in ("relu", "sigmoid", "tanh")
+        return quantity == "weight_grad" and part == "weight"
+
+    def _check(self, step: int, key: tuple[str, str, str], row: np.ndarray) -> None:
+        layer, quantity, part = key
+        if row[_NAN] + row[_INF] > 0:
+            self._fire(
+                step, "nan_inf", layer, quantity, f"NaN/Inf in {layer} ({quantity}) at step {step}"
+            )
+        if quantity == "activation":
+            kind = self._kinds.get(layer)
+            if kind == "relu":
+                dead = row[STAT_INDEX["dead_frac"]]
+                self._streak(
+                    step,
+                    "dead_relu",
+                    layer,
+                    quantity,
+                    dead >= DEAD_ERROR,
+                    f"{dead:.0%} of {layer}'s units dead",
+                )
+            elif kind in ("sigmoid", "tanh"):
+                saturated = row[STAT_INDEX["saturated_frac"]]
+                self._streak(
+                    step,
+                    "saturated",
+                    layer,
+                    quantity,
+                    saturated >= SATURATED_ALERT,
+                    f"{saturated:.0%} of {layer}'s outputs saturated",
+                )
+        elif quantity == "weight_grad" and part == "weight":
+            norm = row[STAT_INDEX["norm"]]
+            if np.isfinite(norm) and norm > EXPLODE:
                 self._fire(
                     step,
-                    "nan_inf",
-                    s.layer,
-                    s.quantity,
-                    f"NaN/Inf in {s.layer} ({s.quantity}) at step {step}",
+                    "exploding_gradient",
+                    layer,
+                    quantity,
+                    f"{layer}'s gradient norm is {norm:.3g}",
                 )
-            if s.quantity == "activation":
-                kind = self._kinds.get(s.layer)
-                if kind == "relu":
-                    self._streak(
-                        step,
-                        "dead_relu",
-                        s,
-                        row[STAT_INDEX["dead_frac"]] >= DEAD_ERROR,
-                        f"{row[STAT_INDEX['dead_frac']]:.0%} of {s.layer}'s units dead",
-                    )
-                elif kind in ("sigmoid", "tanh"):
-                    self._streak(
-                        step,
-                        "saturated",
-                        s,
-                        row[STAT_INDEX["saturated_frac"]] >= SATURATED_ALERT,
-                        f"{row[STAT_INDEX['saturated_frac']]:.0%} of {s.layer}'s outputs saturated",
-                    )
-            elif s.quantity == "weight_grad" and s.part == "weight":
-                norm = row[STAT_INDEX["norm"]]
-                if np.isfinite(norm) and norm > EXPLODE:
-                    self._fire(
-                        step,
-                        "exploding_gradient",
-                        s.layer,
-                        s.quantity,
-                        f"{s.layer}'s gradient norm is {norm:.3g}",
-                    )
-                self._streak(
-                    step, "no_gradient", s, norm == 0, f"{s.layer} gets exactly zero gradient"
-                )
+            self._streak(
+                step,
+                "no_gradient",
+                layer,
+                quantity,
+                norm == 0,
+                f"{layer} gets exactly zero gradient",
+            )
 
-    def _pass_order(self, s: Summary) -> tuple[int, int]:
+    def _pass_order(self, layer: str, quantity: str) -> tuple[int, int]:
         """The order a training step computes things: forward, then backward, then the update."""
-        depth = list(self._kinds).index(s.layer) if s.layer in self._kinds else 0
-        if s.quantity == "activation":
+        depth = self._depth.get(layer, 0)
+        if quantity == "activation":
             return 0, depth
-        if s.quantity in ("activation_grad", "weight_grad"):
+        if quantity in ("activation_grad", "weight_grad"):
             return 1, -depth
         return 2, depth
 
@@ -131,16 +167,18 @@ class ProblemWatcher:
             elif callable(self._on_problem):
                 self._on_problem(finding)
 
-    def _streak(self, step: int, code: str, s: Summary, bad: bool, message: str) -> None:
-        key = (code, s.layer)
+    def _streak(
+        self, step: int, code: str, layer: str, quantity: str, bad: bool, message: str
+    ) -> None:
+        key = (code, layer)
         count = self._streaks.get(key, 0) + 1 if bad else 0
         self._streaks[key] = count
         if count >= self._patience:
             self._fire(
                 step - self._patience + 1,
                 code,
-                s.layer,
-                s.quantity,
+                layer,
+                quantity,
                 f"{message} for {count} steps",
                 step,
             )

@@ -84,10 +84,8 @@ class _FlushRequest:
 
 def _record_bytes(record: StepRecord) -> int:
     total = 64 * (1 + len(record.metrics))
-    for s in record.summaries:
-        total += 200
-        if s.snapshot is not None:
-            total += s.snapshot.data.nbytes
+    for block in record.blocks:
+        total += 200 * len(block) + block.snapshot_bytes()
     return total
 
 
@@ -140,14 +138,15 @@ class Writer:
         size = _record_bytes(record)
         with self._bytes_lock:
             if self._queued_bytes + size > self.config.max_queue_bytes:
-                for s in record.summaries:
-                    if s.snapshot is not None:
-                        s.snapshot = None
-                        self.counters["dropped_snapshots"] += 1
+                for block in record.blocks:
+                    if block.snapshots is not None:
+                        dropped = sum(s is not None for s in block.snapshots)
+                        self.counters["dropped_snapshots"] += dropped
+                        block.snapshots = None
                 size = _record_bytes(record)
                 if self._queued_bytes + size > self.config.max_queue_bytes:
-                    self.counters["dropped_summaries"] += len(record.summaries)
-                    record.summaries = []
+                    self.counters["dropped_summaries"] += sum(len(b) for b in record.blocks)
+                    record.blocks = []
                     size = _record_bytes(record)
             self._queued_bytes += size
         self._queue.put(record, wake=False)
@@ -206,7 +205,8 @@ class Writer:
     def _add(self, record: StepRecord) -> None:
         if self._pending_since is None:
             self._pending_since = time.monotonic()
-        self._builder.add(record.step, record.summaries)
+        for block in record.blocks:
+            self._builder.add_block(record.step, block)
         for name, value in record.metrics.items():
             self._metrics.append(MetricRow(name, record.step, value, record.epoch, record.time))
         if record.epoch is not None:

@@ -15,7 +15,8 @@
  *   params float64 (n, 2): saturation centre and threshold (|x - centre| > threshold)
  *   out    float64 (n, 8): shift, sum(x - shift), sum((x - shift)^2), min, max, zero count,
  *                          extra count, 0
- *   hists  int64   (h, 512): zeroed by the caller, filled for jobs with a histogram row
+ *   hists  int64   (h, 512): zeroed here (with the GIL released: a fresh buffer's first touch
+ *                          page-faults), then filled for jobs with a histogram row
  * Data pointers must address `numel` contiguous float32 values that stay alive for the call:
  * the Python caller (stats.py) holds the tensors. Moments ignore nothing: a NaN or Inf makes the
  * sums non-finite, which the caller treats as "recompute precisely".
@@ -105,72 +106,89 @@ static void moments(const float *x, int64_t n, double shift, Moments *m) {
     m->zeros = zero_total;
 }
 
-/* Four sub-histograms so that runs of equal bins do not serialize on one counter. */
+/* Four sub-histograms so that runs of equal bins do not serialize on one counter. uint32 keeps
+ * them at 8 KiB, beside the data in L1; they are folded into `out` at least every 2^30 samples
+ * per sub-histogram, so they cannot overflow. */
 static void histogram(const float *x, int64_t n, int64_t stride, int64_t *out) {
-    int64_t sub[4][N_BINS];
-    memset(sub, 0, sizeof(sub));
+    static const int64_t CHUNK = (int64_t)1 << 30;
+    uint32_t sub[4][N_BINS];
     const uint32_t *bits = (const uint32_t *)x;
-    int64_t i = 0, j = 0;
-    for (; i + 3 * stride < n; i += 4 * stride, j += 4) {
-        sub[0][(bits[i] >> 23) & (N_BINS - 1)]++;
-        sub[1][(bits[i + stride] >> 23) & (N_BINS - 1)]++;
-        sub[2][(bits[i + 2 * stride] >> 23) & (N_BINS - 1)]++;
-        sub[3][(bits[i + 3 * stride] >> 23) & (N_BINS - 1)]++;
-    }
-    for (; i < n; i += stride) sub[0][(bits[i] >> 23) & (N_BINS - 1)]++;
-    for (int b = 0; b < N_BINS; b++) out[b] += (sub[0][b] + sub[1][b] + sub[2][b] + sub[3][b]) * stride;
-}
-
-/* A NaN sticks (v != v), as in NumPy's max, so an all-NaN unit is not called dead. */
-MULTI_VERSION
-static void unit_max_rows(const float *x, int64_t rows, int64_t units, float *best) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *row = x + r * units;
-        for (int64_t u = 0; u < units; u++) {
-            float v = row[u];
-            best[u] = (v > best[u] || v != v) ? v : best[u];
+    int64_t i = 0;
+    while (i < n) {
+        memset(sub, 0, sizeof(sub));
+        int64_t taken = 0;
+        for (; i + 3 * stride < n && taken < CHUNK; i += 4 * stride, taken++) {
+            sub[0][(bits[i] >> 23) & (N_BINS - 1)]++;
+            sub[1][(bits[i + stride] >> 23) & (N_BINS - 1)]++;
+            sub[2][(bits[i + 2 * stride] >> 23) & (N_BINS - 1)]++;
+            sub[3][(bits[i + 3 * stride] >> 23) & (N_BINS - 1)]++;
+        }
+        if (taken < CHUNK) {
+            for (; i < n; i += stride) sub[0][(bits[i] >> 23) & (N_BINS - 1)]++;
+        }
+        for (int b = 0; b < N_BINS; b++) {
+            int64_t total = (int64_t)sub[0][b] + sub[1][b] + sub[2][b] + sub[3][b];
+            out[b] += total * stride;
         }
     }
 }
 
-/* Max of a contiguous block in lanes (vectorizable); NaN sticks as in unit_max_rows. */
-MULTI_VERSION
-static float block_max(const float *x, int64_t n) {
-    float lanes[LANES];
-    for (int k = 0; k < LANES; k++) lanes[k] = -INFINITY;
+/* A unit is alive once one of its values is > 0 or NaN (NumPy's max would be NaN, not <= 0),
+ * i.e. !(v <= 0). Checked in chunks the compiler vectorizes, stopping at the first live chunk:
+ * in a ReLU output most units fire within their first few values, so the common case reads a
+ * sliver of the tensor instead of all of it; a dead unit is read in full, as it must be. */
+static inline int block_alive(const float *x, int64_t n) {
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES) {
-        for (int k = 0; k < LANES; k++) {
-            float v = x[i + k];
-            lanes[k] = (v > lanes[k] || v != v) ? v : lanes[k];
-        }
+        int any = 0;
+        for (int k = 0; k < LANES; k++) any |= !(x[i + k] <= 0.0f);
+        if (any) return 1;
     }
-    float best = -INFINITY;
-    for (int k = 0; k < LANES; k++) best = (lanes[k] > best || lanes[k] != lanes[k]) ? lanes[k] : best;
-    for (; i < n; i++) best = (x[i] > best || x[i] != x[i]) ? x[i] : best;
-    return best;
+    for (; i < n; i++) {
+        if (!(x[i] <= 0.0f)) return 1;
+    }
+    return 0;
 }
 
-/* Units that never fire: max over every axis but the units axis is <= 0. -1 if out of memory. */
+/* (..., F): units are contiguous within a row; marks them row by row (vectorized) and stops
+ * once all are alive, checked every 8 rows. Returns the number alive. */
+MULTI_VERSION
+static int64_t alive_in_rows(const float *x, int64_t rows, int64_t units, unsigned char *alive) {
+    int64_t n_alive = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * units;
+        for (int64_t u = 0; u < units; u++) alive[u] |= !(row[u] <= 0.0f);
+        if ((r & 7) == 7 || r == rows - 1) {
+            n_alive = 0;
+            for (int64_t u = 0; u < units; u++) n_alive += alive[u];
+            if (n_alive == units) break;
+        }
+    }
+    return n_alive;
+}
+
+/* Units that never fire: every value of the unit, over all axes but the units axis, is <= 0.
+ * -1 if out of memory. Units found alive are not read again. */
 static int64_t dead_units(const float *x, int64_t outer, int64_t units, int64_t inner) {
     if (units <= 0) return 0;
-    float *best = malloc((size_t)units * sizeof(float));
-    if (best == NULL) return -1;
-    for (int64_t u = 0; u < units; u++) best[u] = -INFINITY;
+    unsigned char *alive = calloc((size_t)units, 1);
+    if (alive == NULL) return -1;
+    int64_t n_alive = 0;
     if (inner == 1) {
-        unit_max_rows(x, outer, units, best);  /* (..., F): units are contiguous within a row */
+        n_alive = outer > 0 ? alive_in_rows(x, outer, units, alive) : 0;
     } else {
-        for (int64_t o = 0; o < outer; o++) {  /* (N, C, ...): each unit owns a block per sample */
+        for (int64_t o = 0; o < outer && n_alive < units; o++) {
+            const float *sample = x + o * units * inner;  /* (N, C, ...): a block per unit */
             for (int64_t u = 0; u < units; u++) {
-                float v = block_max(x + (o * units + u) * inner, inner);
-                best[u] = (v > best[u] || v != v) ? v : best[u];
+                if (!alive[u] && block_alive(sample + u * inner, inner)) {
+                    alive[u] = 1;
+                    n_alive++;
+                }
             }
         }
     }
-    int64_t dead = 0;
-    for (int64_t u = 0; u < units; u++) dead += best[u] <= 0.0f;
-    free(best);
-    return dead;
+    free(alive);
+    return units - n_alive;
 }
 
 MULTI_VERSION
@@ -223,6 +241,7 @@ static PyObject *reduce_many(PyObject *self, PyObject *args) {
     int out_of_memory = 0;
 
     Py_BEGIN_ALLOW_THREADS
+    memset(hist, 0, (size_t)n_hists * N_BINS * sizeof(int64_t));
     for (Py_ssize_t j = 0; j < n; j++) {
         const int64_t *f = job + j * JOB_FIELDS;
         const float *x = (const float *)(uintptr_t)f[0];

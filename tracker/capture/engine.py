@@ -18,10 +18,11 @@ from typing import Any
 
 import torch.optim.optimizer as optim_hooks
 
+from tracker.capture.block import StepBlock, Summary
 from tracker.capture.device import SideStreams
-from tracker.capture.snapshot import take_snapshot
-from tracker.capture.stats import StatsBatch
-from tracker.capture.step import PROBE, Summary, TensorEntry, WatchCapture
+from tracker.capture.plan import Planner
+from tracker.capture.snapshot import Snapshot, take_snapshot
+from tracker.capture.step import PROBE, TensorEntry, WatchCapture
 
 _PARAM_QUANTITIES = ("weight", "weight_grad")
 # Bound on how long an optimizer step waits for the worker before going ahead regardless (I1).
@@ -42,14 +43,19 @@ class StepItem:
 
 @dataclass
 class StepRecord:
-    """What the writer receives for one step."""
+    """What the writer receives for one step: its tensors' summaries come in column blocks."""
 
     step: int
     epoch: int | None
     time: float
     metrics: dict[str, float]
-    summaries: list[Summary]
+    blocks: list[StepBlock]
     layer_shapes: dict[str, dict[str, list[int]]]
+
+    @property
+    def summaries(self) -> list[Summary]:
+        """Every row of every block as an object (for tests and tools, not the hot path)."""
+        return [s for block in self.blocks for s in block.summaries()]
 
 
 class Engine:
@@ -73,6 +79,7 @@ class Engine:
         self._stopping = False
         self._last_item: StepItem | None = None
         self.counters: Counter[str] = Counter()
+        self._planner = Planner()
         self._streams = SideStreams()
         self._hook = optim_hooks.register_optimizer_step_pre_hook(self._before_optimizer_step)
         self._thread = threading.Thread(target=self._loop, name="tracker-stats", daemon=True)
@@ -175,24 +182,27 @@ class Engine:
                     self._cond.notify_all()
 
     def _summarize(self, item: StepItem) -> StepRecord:
-        summaries: list[Summary] = []
+        blocks: list[StepBlock] = []
         shapes: dict[str, dict[str, list[int]]] = {}
         split = []
         for capture in item.captures:
             params = [e for e in capture.entries if e.quantity in _PARAM_QUANTITIES]
             others = [e for e in capture.entries if e.quantity not in _PARAM_QUANTITIES]
-            param_summaries = self._summaries(capture, params)
-            split.append((capture, others, param_summaries))
-            summaries.extend(param_summaries)
+            param_block = self._block(capture, params)
+            split.append((capture, others, param_block))
+            if param_block is not None:
+                blocks.append(param_block)
         item.params_read.set()
         metrics = dict(item.metrics)
-        for capture, others, param_summaries in split:
+        for capture, others, param_block in split:
             _unscale(capture, others, metrics)
-            mine = self._summaries(capture, others)
-            summaries.extend(mine)
+            mine = self._block(capture, others)
+            if mine is not None:
+                blocks.append(mine)
             if capture.detector is not None:
+                seen = [b for b in (param_block, mine) if b is not None]
                 try:
-                    capture.detector.observe(item.step, param_summaries + mine)  # type: ignore[attr-defined]
+                    capture.detector.observe(item.step, seen)  # type: ignore[attr-defined]
                 except Exception as exc:  # I1
                     self._on_error("checking for training problems", exc)
             self.counters["dropped_inplace"] += capture.dropped_inplace
@@ -200,24 +210,16 @@ class Engine:
             for layer, parts in capture.layer_shapes.items():
                 shapes.setdefault(layer, {}).update(parts)
         item.captures = []  # release the tensors now
-        return StepRecord(item.step, item.epoch, item.time, metrics, summaries, shapes)
+        return StepRecord(item.step, item.epoch, item.time, metrics, blocks, shapes)
 
-    def _summaries(self, capture: WatchCapture, entries: list[TensorEntry]) -> list[Summary]:
+    def _block(self, capture: WatchCapture, entries: list[TensorEntry]) -> StepBlock | None:
         if not entries:
-            return []
+            return None
         with self._streams.after(capture.ready):
-            return self._summaries_here(capture, entries)
+            return self._block_here(capture, entries)
 
-    def _summaries_here(self, capture: WatchCapture, entries: list[TensorEntry]) -> list[Summary]:
-        batch = StatsBatch()
-        for entry in entries:
-            batch.add(
-                entry.tensor,
-                entry.kind if entry.quantity == "activation" else None,
-                histogram=capture.histograms,
-                histogram_max_elements=capture.histogram_max_elements,
-            )
-        snaps = None
+    def _block_here(self, capture: WatchCapture, entries: list[TensorEntry]) -> StepBlock | None:
+        snaps: list[Snapshot | None] | None = None
         if capture.snapshots:
             snaps = [
                 take_snapshot(
@@ -228,25 +230,15 @@ class Engine:
                 )
                 for e in entries
             ]
-        rows, hists = batch.resolve()  # blocking: snapshot copies above are complete after it
-        out = []
-        for i, entry in enumerate(entries):
-            if entry.mutated():  # overwritten while we read it: drop rather than store a mix
-                self.counters["torn_reads"] += 1
-                continue
-            out.append(
-                Summary(
-                    entry.layer,
-                    entry.quantity,
-                    entry.part,
-                    entry.call,
-                    entry.flags,
-                    rows[i],
-                    hists[i],
-                    None if snaps is None else snaps[i],
-                )
-            )
-        return out
+        # Blocking: the snapshot copies above are complete after it.
+        block = self._planner.reduce(entries, capture.histograms, capture.histogram_max_elements)
+        block.snapshots = snaps
+        # Overwritten while we read it: drop rather than store a mix.
+        torn = [i for i, e in enumerate(entries) if e.mutated()]
+        if torn:
+            self.counters["torn_reads"] += len(torn)
+            block = block.without(torn)
+        return block if len(block) else None
 
 
 def _sample_limit(capture: WatchCapture, entry: TensorEntry) -> int | None:

@@ -39,6 +39,9 @@ _HOST_FLOAT64_MAX = 1 << 12  # elements: biases, norm weights, small layers
 CPU_REDUCTION: Reduction = "kernel" if _reduce is not None else "numpy"
 # |x - centre| > threshold counts as saturated, per output kind.
 _SATURATION = {"sigmoid": (0.5, 0.49), "tanh": (0.0, 0.99)}
+_COUNT, _MEAN, _STD, _MIN, _MAX, _NORM, _ZERO, _NAN, _INF, _DEAD, _SAT = (
+    STAT_INDEX[name] for name in STAT_NAMES
+)
 
 
 def units_axis(ndim: int) -> int:
@@ -49,6 +52,45 @@ def units_axis(ndim: int) -> int:
 def kernel_available() -> bool:
     """True if the compiled reductions (_reduce.c) were built at install time."""
     return _reduce is not None
+
+
+def kernel_rows(
+    out: np.ndarray, numel: np.ndarray, dead_units: np.ndarray, saturation: np.ndarray
+) -> np.ndarray:
+    """Stats rows from reduce_many()'s (shift, sum d, sum d^2, min, max, zeros, extra).
+
+    ``numel`` (float64) per row; ``dead_units`` the unit count of rows whose extra counts dead
+    units (0 elsewhere); ``saturation`` True where it counts saturated elements. The sums are
+    float64 over d = x - shift with shift = the first element, so var = E[d^2] - E[d]^2 keeps its
+    digits even when |mean| >> std, and the sum of squares of x follows exactly. Rows whose sums
+    are not finite (NaN/Inf present) or that lost var to cancellation anyway come back with
+    nan_count NaN: the caller recomputes them precisely (_precise). All in a few NumPy calls:
+    per-row Python would cost the GIL more than the kernel.
+    """
+    k = len(out)
+    rows = np.full((k, N_STATS), np.nan)
+    if not k:
+        return rows
+    n = numel
+    shift, s1, s2, lo, hi, zeros, extra = out[:, :7].T
+    with np.errstate(all="ignore"):
+        d_mean = s1 / n
+        var = np.maximum(s2 / n - d_mean * d_mean, 0.0)
+        ok = np.isfinite(s1) & np.isfinite(s2) & ((n == 1) | (var >= _CANCELLATION * d_mean**2))
+        rows[:, _COUNT] = n
+        rows[:, _ZERO] = zeros / n
+        rows[:, _MEAN] = np.where(ok, shift + d_mean, np.nan)
+        rows[:, _STD] = np.where(ok, np.sqrt(var), np.nan)
+        rows[:, _MIN] = np.where(ok, lo, np.nan)
+        rows[:, _MAX] = np.where(ok, hi, np.nan)
+        sumsq = np.maximum(s2 + 2.0 * shift * s1 + n * shift * shift, 0.0)
+        rows[:, _NORM] = np.where(ok, np.sqrt(sumsq), np.nan)
+        rows[:, _NAN] = np.where(ok, 0.0, np.nan)
+        rows[:, _INF] = rows[:, _NAN]
+        dead = dead_units > 0
+        rows[dead, _DEAD] = extra[dead] / dead_units[dead]
+        rows[saturation, _SAT] = extra[saturation] / n[saturation]
+    return rows
 
 
 class Results(NamedTuple):
@@ -117,7 +159,7 @@ class _KernelJobs:
         """(out (n, 8) float64, histograms (h, 512) int64): one call, GIL released inside."""
         n = len(self.jobs)
         out = np.empty((n, 8), dtype=np.float64)
-        hists = np.zeros((self.histograms, N_BINS), dtype=np.int64)
+        hists = np.empty((self.histograms, N_BINS), dtype=np.int64)  # zeroed in C
         if not n:
             return out, hists
         if _reduce is None:
@@ -193,40 +235,13 @@ class StatsBatch:
         return len(self._pending) - 1
 
     def _kernel_rows(self, out: np.ndarray) -> np.ndarray:
-        """Stats rows from reduce_many()'s (shift, sum d, sum d^2, min, max, zeros, extra).
-
-        The sums are float64 over d = x - shift with shift = the first element, so var = E[d^2]
-        - E[d]^2 keeps its digits even when |mean| >> std, and the sum of squares of x follows
-        exactly. Rows whose sums are not finite (NaN/Inf present) or that lost var to
-        cancellation anyway come back with nan_count NaN: the caller recomputes them precisely.
-        All in a few NumPy calls: per-row Python would cost the GIL more than the kernel.
-        """
-        k = len(out)
-        rows = np.full((k, N_STATS), np.nan)
-        if not k:
-            return rows
-        n = np.array([p.numel for p in self._kernel_pending], dtype=np.float64)
-        shift, s1, s2, lo, hi, zeros, extra = out[:, :7].T
-        with np.errstate(all="ignore"):
-            d_mean = s1 / n
-            var = np.maximum(s2 / n - d_mean * d_mean, 0.0)
-            ok = np.isfinite(s1) & np.isfinite(s2) & ((n == 1) | (var >= _CANCELLATION * d_mean**2))
-            rows[:, _COUNT] = n
-            rows[:, _ZERO] = zeros / n
-            rows[:, _MEAN] = np.where(ok, shift + d_mean, np.nan)
-            rows[:, _STD] = np.where(ok, np.sqrt(var), np.nan)
-            rows[:, _MIN] = np.where(ok, lo, np.nan)
-            rows[:, _MAX] = np.where(ok, hi, np.nan)
-            sumsq = np.maximum(s2 + 2.0 * shift * s1 + n * shift * shift, 0.0)
-            rows[:, _NORM] = np.where(ok, np.sqrt(sumsq), np.nan)
-            rows[:, _NAN] = np.where(ok, 0.0, np.nan)
-            rows[:, _INF] = rows[:, _NAN]
-            for slot, p in enumerate(self._kernel_pending):
-                if p.kind == "relu" and p.units:
-                    rows[slot, _DEAD] = extra[slot] / p.units
-                elif p.kind in _SATURATION:
-                    rows[slot, _SAT] = extra[slot] / n[slot]
-        return rows
+        pending = self._kernel_pending
+        return kernel_rows(
+            out,
+            np.array([p.numel for p in pending], dtype=np.float64),
+            np.array([p.units if p.kind == "relu" else 0 for p in pending], dtype=np.float64),
+            np.array([p.kind in _SATURATION for p in pending], dtype=bool),
+        )
 
     def _add_torch(self, x: Tensor, kind: ActivationKind, hist_max: int | None) -> _Pending:
         """Queue torch reductions (on the tensor's device); hist_max 0: no histogram."""
@@ -306,11 +321,6 @@ def _empty_row() -> np.ndarray:
     row[STAT_INDEX["nan_count"]] = 0
     row[STAT_INDEX["inf_count"]] = 0
     return row
-
-
-_COUNT, _MEAN, _STD, _MIN, _MAX, _NORM, _ZERO, _NAN, _INF, _DEAD, _SAT = (
-    STAT_INDEX[name] for name in STAT_NAMES
-)
 
 
 def _host_pending(x: Tensor, kind: ActivationKind) -> _Pending:

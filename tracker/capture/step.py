@@ -1,13 +1,11 @@
-"""What a watch hands over when a step closes, and what the engine makes of it."""
+"""What a watch hands over when a step closes (the engine makes StepBlocks of it, block.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from torch import Tensor
 
-from tracker.capture.snapshot import Snapshot
 from tracker.capture.stats import ActivationKind
 
 # Bits of TensorEntry.flags / Summary.flags.
@@ -59,17 +57,3 @@ class WatchCapture:
     detector: object = None
     # CUDA: an event per device on the training stream when the step closed (device.py).
     ready: dict = field(default_factory=dict)
-
-
-@dataclass
-class Summary:
-    """Host-side results for one tensor of one step: what the writer stores."""
-
-    layer: str
-    quantity: str
-    part: str
-    call: int
-    flags: int
-    stats: np.ndarray
-    histogram: np.ndarray | None = None
-    snapshot: Snapshot | None = None

@@ -42,9 +42,9 @@ from typing import Any, Final
 import h5py
 import numpy as np
 
+from tracker.capture.block import StepBlock, Summary
 from tracker.capture.histogram import N_BINS
 from tracker.capture.snapshot import Snapshot, decode_snapshot
-from tracker.capture.step import Summary
 from tracker.errors import SchemaVersionError, StoreError
 from tracker.names import STAT_NAMES, decode, encode
 from tracker.store.codecs import dataset_options
@@ -63,12 +63,14 @@ MetricTuple = tuple[str, int, float, int | None, float]
 
 
 @dataclass
-class _SeriesBuffer:
-    index: list[tuple[int, int, int]] = field(default_factory=list)
-    stats: list[np.ndarray] = field(default_factory=list)
-    hist_index: list[tuple[int, int, int]] = field(default_factory=list)
-    hists: list[np.ndarray] = field(default_factory=list)
-    snapshots: dict[tuple[int, int], tuple[int, Snapshot]] = field(default_factory=dict)
+class SeriesColumns:
+    """One series' rows in a segment, in the order they were added."""
+
+    index: np.ndarray  # int64 (r, 3): step, call, flags
+    stats: np.ndarray  # float64 (r, S)
+    hist_index: np.ndarray  # int64 (h, 3)
+    hists: np.ndarray  # int64 (h, N_BINS)
+    snapshots: dict[tuple[int, int], tuple[int, Snapshot]]  # (step, call) -> (flags, snapshot)
 
 
 @dataclass
@@ -81,16 +83,21 @@ class Batch:
 
 
 class SegmentBuilder:
-    """Accumulates step records in memory until the writer rolls them into one file."""
+    """Accumulates step records in memory until the writer rolls them into one file.
+
+    Steps are kept as the column blocks the stats worker made (block.py) and cut into series
+    only when the file is written: blocks of one layout are stacked and sliced per series in a
+    few NumPy calls, instead of a Python append per tensor per step.
+    """
 
     def __init__(self, run_id: str, rank: int = 0) -> None:
         self.run_id = run_id
         self.rank = rank
-        self.series: dict[SeriesKey, _SeriesBuffer] = {}
         self.steps: list[int] = []
         self.nbytes = 0
         self.started = time.monotonic()
         self.batch = Batch()
+        self._blocks: list[tuple[int, StepBlock]] = []
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -104,25 +111,82 @@ class SegmentBuilder:
         return max(self.steps)
 
     def add(self, step: int, summaries: list[Summary]) -> None:
-        """Append the summaries of one step."""
-        if not summaries:
+        """Append the summaries of one step, given as objects."""
+        if summaries:
+            self.add_block(step, StepBlock.from_summaries(summaries))
+
+    def add_block(self, step: int, block: StepBlock) -> None:
+        """Append a block of one step's summaries (kept, not copied: do not change it after)."""
+        if not len(block):
             return
         if not self.steps or self.steps[-1] != step:
             self.steps.append(step)
-        for s in summaries:
-            buf = self.series.setdefault((s.layer, s.quantity, s.part), _SeriesBuffer())
-            key = (step, s.call, s.flags)
-            buf.index.append(key)
-            buf.stats.append(s.stats)
-            self.nbytes += 24 + s.stats.nbytes
-            if s.histogram is not None:
-                buf.hist_index.append(key)
-                buf.hists.append(s.histogram)
-                self.nbytes += 24 + 10 * int(np.count_nonzero(s.histogram))
-            if s.snapshot is not None and (step, s.call) not in buf.snapshots:
-                # A step logged twice keeps its first snapshot (one dataset per step and call).
-                buf.snapshots[(step, s.call)] = (s.flags, s.snapshot)
-                self.nbytes += s.snapshot.data.nbytes
+        self._blocks.append((step, block))
+        self.nbytes += 24 * len(block) + block.stats.nbytes + block.snapshot_bytes()
+        if len(block.hists):  # stored sparse: ~10 bytes per non-empty bin
+            self.nbytes += 24 * len(block.hists) + 10 * int(np.count_nonzero(block.hists))
+
+    def series(self) -> dict[SeriesKey, SeriesColumns]:
+        """Every series' rows, in the order they were added (a step logged twice keeps the
+        first snapshot of each call: one dataset per step and call)."""
+        pieces: dict[SeriesKey, list[tuple[np.ndarray, ...]]] = {}
+        width = max((len(b) for _, b in self._blocks), default=0)
+        for keys, members in self._layouts().items():
+            seq = np.array(members, dtype=np.int64)
+            blocks = [self._blocks[i][1] for i in members]
+            steps = np.array([self._blocks[i][0] for i in members], dtype=np.int64)
+            stats = np.stack([b.stats for b in blocks])  # (m, n, S)
+            calls = np.stack([b.calls for b in blocks])
+            flags = np.stack([b.flags for b in blocks])
+            hist_rows = np.stack([b.hist_rows for b in blocks])
+            first_hist = np.cumsum([0] + [len(b.hists) for b in blocks[:-1]])
+            hists = np.concatenate([b.hists for b in blocks])
+            for j, key in enumerate(keys):
+                index = np.stack([steps, calls[:, j], flags[:, j]], axis=1)
+                has = hist_rows[:, j] >= 0
+                at = (first_hist + hist_rows[:, j])[has]
+                pieces.setdefault(key, []).append(
+                    (
+                        seq * width + j,
+                        index,
+                        stats[:, j],
+                        seq[has] * width + j,
+                        index[has],
+                        hists[at],
+                    )
+                )
+        snapshots = self._snapshots()
+        out = {}
+        for key, parts in pieces.items():
+            columns = [np.concatenate([p[c] for p in parts]) for c in range(6)]
+            rows = np.argsort(columns[0], kind="stable")
+            hist_rows = np.argsort(columns[3], kind="stable")
+            out[key] = SeriesColumns(
+                columns[1][rows],
+                columns[2][rows],
+                columns[4][hist_rows],
+                columns[5][hist_rows],
+                snapshots.get(key, {}),
+            )
+        return out
+
+    def _layouts(self) -> dict[tuple[SeriesKey, ...], list[int]]:
+        """Indices of the blocks of each layout (keys tuple): most steps share one (plan.py)."""
+        groups: dict[tuple[SeriesKey, ...], list[int]] = {}
+        for i, (_, block) in enumerate(self._blocks):
+            groups.setdefault(block.keys, []).append(i)
+        return groups
+
+    def _snapshots(self) -> dict[SeriesKey, dict[tuple[int, int], tuple[int, Snapshot]]]:
+        found: dict[SeriesKey, dict[tuple[int, int], tuple[int, Snapshot]]] = {}
+        for step, block in self._blocks:
+            if block.snapshots is None:
+                continue
+            for j, snap in enumerate(block.snapshots):
+                if snap is not None:
+                    mine = found.setdefault(block.keys[j], {})
+                    mine.setdefault((step, int(block.calls[j])), (int(block.flags[j]), snap))
+        return found
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -199,18 +263,18 @@ def write_segment(
         f.attrs["layer_shapes"] = json.dumps(builder.batch.shapes)
         put_array(f, "steps", np.asarray(builder.steps, dtype=np.int64))
         series = f.create_group("series")
-        for (layer, quantity, part), buf in builder.series.items():
+        for (layer, quantity, part), columns in builder.series().items():
             g = (
                 series.require_group(encode(layer))
                 .require_group(quantity)
                 .create_group(encode(part))
             )
-            put_array(g, "index", np.asarray(buf.index, dtype=np.int64).reshape(-1, 3))
-            put_array(g, "stats", np.stack(buf.stats).astype(np.float64))
-            if buf.hists:
-                _write_histograms(g, buf)
-            if buf.snapshots:
-                entries = [(st, c, flags, snap) for (st, c), (flags, snap) in buf.snapshots.items()]
+            put_array(g, "index", columns.index)
+            put_array(g, "stats", columns.stats)
+            if len(columns.hists):
+                _write_histograms(g, columns.hist_index, columns.hists)
+            if columns.snapshots:
+                entries = [(st, c, fl, snap) for (st, c), (fl, snap) in columns.snapshots.items()]
                 write_snapshots(g, entries, snapshot_options)
         _write_batch(f, builder.batch)
 
@@ -241,17 +305,15 @@ def write_snapshots(
     group.attrs["snapshot_dtypes"] = ",".join(dtypes)
 
 
-def _write_histograms(g: h5py.Group, buf: _SeriesBuffer) -> None:
-    bins, counts, ptr = [], [], [0]
-    for h in buf.hists:
-        nz = np.flatnonzero(h)
-        bins.append(nz.astype(np.uint16))
-        counts.append(h[nz].astype(np.int64))
-        ptr.append(ptr[-1] + nz.size)
-    put_array(g, "hist_index", np.asarray(buf.hist_index, dtype=np.int64).reshape(-1, 3))
-    put_array(g, "hist_ptr", np.asarray(ptr, dtype=np.int64))
-    put_array(g, "hist_bins", np.concatenate(bins))
-    put_array(g, "hist_counts", np.concatenate(counts))
+def _write_histograms(g: h5py.Group, index: np.ndarray, hists: np.ndarray) -> None:
+    """Dense (h, 512) counts stored sparse: the non-empty bins of each row, in CSR form."""
+    rows, bins = np.nonzero(hists)
+    ptr = np.zeros(len(hists) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(hists)), out=ptr[1:])
+    put_array(g, "hist_index", index)
+    put_array(g, "hist_ptr", ptr)
+    put_array(g, "hist_bins", bins.astype(np.uint16))
+    put_array(g, "hist_counts", hists[rows, bins].astype(np.int64))
 
 
 def _write_batch(f: h5py.File, batch: Batch) -> None:

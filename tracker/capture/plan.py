@@ -1,0 +1,191 @@
+"""Step plans: the kernel's job table for a recurring layout of tensors, built once.
+
+A model records the same tensors every step: the same layers, calls, shapes and dtypes. So the job
+table that reduce_many() reads (_reduce.c), the keys of the rows and what turns the kernel's sums
+into stats rows are worked out the first time a layout is seen; later steps of that layout only
+fill in data pointers, call the kernel once and finish the rows in a few NumPy calls. Tensors the
+kernel cannot read (on an accelerator, not float32, not contiguous, empty), and every tensor when
+``stats.CPU_REDUCTION`` is not "kernel", go through StatsBatch one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tracker.capture import stats
+from tracker.capture.block import StepBlock
+from tracker.capture.histogram import N_BINS, sample_stride
+from tracker.capture.step import TensorEntry
+from tracker.names import STAT_INDEX, STAT_NAMES
+
+_NAN = STAT_INDEX["nan_count"]
+# Layouts kept per worker. A model whose shapes change every step (variable sequence lengths)
+# never reuses one; the cache is then cleared when full and each step pays to build its plan.
+MAX_PLANS = 64
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What stays the same between steps that record the same layout of tensors."""
+
+    keys: tuple[tuple[str, str, str], ...]
+    calls: np.ndarray  # int64 (n,)
+    flags: np.ndarray  # int64 (n,)
+    hist_rows: np.ndarray  # int64 (n,): kernel rows' histograms first, then the others'
+    kernel_rows: np.ndarray  # int64 (k,): rows the kernel reduces
+    other_rows: tuple[int, ...]  # rows StatsBatch reduces
+    kinds: tuple[stats.ActivationKind, ...]  # per row, for StatsBatch
+    jobs: np.ndarray  # int64 (k, 8): reduce_many()'s table; column 0 (data pointer) per step
+    params: np.ndarray  # float64 (k, 2)
+    numel: np.ndarray  # float64 (k,)
+    dead_units: np.ndarray  # float64 (k,): units of rows that count dead units, else 0
+    saturation: np.ndarray  # bool (k,)
+    kernel_histograms: int
+    histogram: bool
+    histogram_max_elements: int | None
+
+
+def _kind(entry: TensorEntry) -> stats.ActivationKind:
+    return entry.kind if entry.quantity == "activation" else None
+
+
+def _signature(entries: Sequence[TensorEntry], histogram: bool, hist_max: int | None) -> Hashable:
+    return (
+        histogram,
+        hist_max,
+        stats.CPU_REDUCTION,
+        tuple(
+            (
+                e.layer,
+                e.quantity,
+                e.part,
+                e.call,
+                e.flags,
+                e.kind,
+                (t := e.tensor).shape,
+                t.dtype,
+                t.is_cpu and t.is_contiguous(),
+            )
+            for e in entries
+        ),
+    )
+
+
+def _kernel_can_read(t: Tensor) -> bool:
+    return (
+        stats.CPU_REDUCTION == "kernel"
+        and stats.kernel_available()
+        and t.is_cpu
+        and t.dtype == torch.float32
+        and t.is_contiguous()
+        and t.numel() > 0
+    )
+
+
+def build_plan(entries: Sequence[TensorEntry], histogram: bool, hist_max: int | None) -> StepPlan:
+    """Work out the plan of ``entries``' layout (their tensors' data pointers are not kept)."""
+    jobs = stats._KernelJobs()
+    kernel_rows, other_rows = [], []
+    numel, dead_units, saturation = [], [], []
+    for i, e in enumerate(entries):
+        t = e.tensor
+        if not _kernel_can_read(t):
+            other_rows.append(i)
+            continue
+        kind = _kind(e)
+        jobs.add(t, kind, sample_stride(t.numel(), hist_max) if histogram else None)
+        kernel_rows.append(i)
+        numel.append(t.numel())
+        relu_units = kind == "relu" and t.dim() >= 2
+        dead_units.append(t.shape[stats.units_axis(t.dim())] if relu_units else 0)
+        saturation.append(kind in stats._SATURATION)
+    n, k = len(entries), len(kernel_rows)
+    hist_rows = np.full(n, -1, dtype=np.int64)
+    if histogram:
+        hist_rows[kernel_rows] = np.arange(k)
+        hist_rows[other_rows] = k + np.arange(len(other_rows))
+    table = np.array(jobs.jobs, dtype=np.int64).reshape(k, 8)
+    table[:, 0] = 0  # this step's pointers must not outlive it
+    return StepPlan(
+        keys=tuple((e.layer, e.quantity, e.part) for e in entries),
+        calls=np.array([e.call for e in entries], dtype=np.int64),
+        flags=np.array([e.flags for e in entries], dtype=np.int64),
+        hist_rows=hist_rows,
+        kernel_rows=np.array(kernel_rows, dtype=np.int64),
+        other_rows=tuple(other_rows),
+        kinds=tuple(_kind(e) for e in entries),
+        jobs=table,
+        params=np.array(jobs.params, dtype=np.float64).reshape(k, 2),
+        numel=np.array(numel, dtype=np.float64),
+        dead_units=np.array(dead_units, dtype=np.float64),
+        saturation=np.array(saturation, dtype=bool),
+        kernel_histograms=jobs.histograms,
+        histogram=histogram,
+        histogram_max_elements=hist_max,
+    )
+
+
+class Planner:
+    """Reduces a step's entries to a StepBlock, reusing the plans of layouts seen before."""
+
+    def __init__(self) -> None:
+        self._plans: dict[Hashable, StepPlan] = {}
+        self.built = 0  # plans built so far (a layout that never repeats shows up here)
+
+    def reduce(
+        self, entries: Sequence[TensorEntry], histogram: bool, hist_max: int | None
+    ) -> StepBlock:
+        """Stats (and histograms, if ``histogram``) of every entry's tensor, one row each."""
+        signature = _signature(entries, histogram, hist_max)
+        plan = self._plans.get(signature)
+        if plan is None:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[signature] = build_plan(entries, histogram, hist_max)
+            self.built += 1
+        return run_plan(plan, [e.tensor for e in entries])
+
+
+def run_plan(plan: StepPlan, tensors: Sequence[Tensor]) -> StepBlock:
+    """Reduce ``tensors`` (laid out as ``plan`` says) to a StepBlock; blocks until done."""
+    n = len(tensors)
+    rows = np.empty((n, len(STAT_NAMES)), dtype=np.float64)
+    histograms = []
+    if len(plan.kernel_rows):
+        jobs = plan.jobs.copy()
+        jobs[:, 0] = [tensors[i].data_ptr() for i in plan.kernel_rows]
+        out = np.empty((len(jobs), 8), dtype=np.float64)
+        kernel_hists = np.empty((plan.kernel_histograms, N_BINS), dtype=np.int64)  # zeroed in C
+        # `tensors` keeps every pointed-to tensor alive until the call returns.
+        stats._reduce.reduce_many(jobs, plan.params, out, kernel_hists)
+        kernel = stats.kernel_rows(out, plan.numel, plan.dead_units, plan.saturation)
+        for j in np.flatnonzero(np.isnan(kernel[:, _NAN])):  # NaN/Inf or cancellation: redo
+            stats._precise(tensors[plan.kernel_rows[j]].detach(), kernel[j])
+        rows[plan.kernel_rows] = kernel
+        histograms.append(kernel_hists)
+    if plan.other_rows:
+        batch = stats.StatsBatch()
+        for i in plan.other_rows:
+            batch.add(
+                tensors[i],
+                plan.kinds[i],
+                histogram=plan.histogram,
+                histogram_max_elements=plan.histogram_max_elements,
+            )
+        result = batch.resolve()
+        rows[list(plan.other_rows)] = result.rows
+        if plan.histogram:
+            histograms.append(np.array(result.histograms, dtype=np.int64).reshape(-1, N_BINS))
+    hists = (
+        np.concatenate(histograms)
+        if len(histograms) > 1
+        else (histograms[0] if histograms else np.zeros((0, N_BINS), dtype=np.int64))
+    )
+    if not plan.histogram:
+        hists = hists[:0]
+    return StepBlock(plan.keys, plan.calls, plan.flags, rows, plan.hist_rows, hists)
