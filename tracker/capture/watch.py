@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from tracker.capture.device import ready_events
+from tracker.capture.gradhook import add_grad_hook
 from tracker.capture.layers import LayerSpec, unwrap
 from tracker.capture.outputs import output_parts
 from tracker.capture.policy import WatchPolicy
@@ -38,6 +39,13 @@ _PARAM_FLAGS = GRAD_ENABLED | TRAINING_MODE
 def _in_backward() -> bool:
     # A forward hook firing while autograd runs a graph is an activation-checkpointing recompute.
     return torch._C._current_graph_task_id() != -1
+
+
+@torch.compiler.disable
+def _eager_forward_hook(
+    watch: Watch, index: int, module: nn.Module, args: Any, output: Any
+) -> None:
+    watch._on_forward(index, module, args, output)
 
 
 class Watch:
@@ -205,9 +213,7 @@ class Watch:
     def _attach(self) -> None:
         seen: set[int] = set()
         for index, spec in enumerate(self._specs):
-            # Under torch.compile the hook runs eagerly (a graph break per watched module): traced,
-            # its register_hook and version checks would not see real tensors.
-            hook = torch.compiler.disable(functools.partial(self._on_forward, index))
+            hook = functools.partial(self._on_forward, index)
             self._handles.append(spec.module.register_forward_hook(hook))
             for _, param in spec.params:
                 if id(param) in seen or not param.requires_grad:
@@ -219,6 +225,13 @@ class Watch:
                 self._handles.append(param.register_post_accumulate_grad_hook(self._on_param_grad))
 
     def _on_forward(self, index: int, module: nn.Module, args: Any, output: Any) -> None:
+        if torch.compiler.is_compiling():
+            # Under torch.compile the hook runs eagerly (a graph break per watched module): traced,
+            # its register_hook and version checks would not see real tensors. Checked here rather
+            # than by wrapping every hook in torch.compiler.disable, which costs each eager call
+            # ~10 us of frame-evaluation bookkeeping.
+            _eager_forward_hook(self, index, module, args, output)
+            return
         if not self._recording:
             return
         try:
@@ -252,7 +265,7 @@ class Watch:
             with self._lock:
                 self._entries.append(entry)
             if grad_on and tensor.requires_grad:
-                tensor.register_hook(functools.partial(self._on_grad, index, part, call, flags))
+                add_grad_hook(tensor, functools.partial(self._on_grad, index, part, call, flags))
                 if self._probing:
                     self._probe_outputs.append(tensor)
 
