@@ -8,6 +8,7 @@ summation-order tolerance.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,6 +145,64 @@ def test_every_quantity_matches_autograd(case: str, store_path: Path) -> None:
         np.testing.assert_array_equal(losses, [s.loss for s in expected])
         checked = assert_run_matches(r, expected, RTOL, ATOL)
         assert checked == sum(len(s.tensors) for s in expected)
+
+
+def test_hooks_come_off_between_recorded_steps_and_recorded_steps_still_match(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracker.capture import watch as watch_module
+
+    # Another test in this process may have run torch.compile, which keeps hooks on for good.
+    monkeypatch.setattr(watch_module, "_dynamo_frames", lambda: 0)
+    factory, shape, classes = CASES["cnn_inplace_bn_residual"]
+    data = _data(shape, classes) + _data(shape, classes)[:3]  # 7 steps
+    torch.manual_seed(0)
+    model = factory(True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    hooked = []
+    with tracker.init(project="capture", store=store_path) as run:
+        run.watch(model, every=3, histogram_every=3, snapshot_every=3)
+        for step, (x, y) in enumerate(data):
+            hooked.append(bool(model[0]._forward_hooks) and bool(model[0].weight._backward_hooks))
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log({"loss": loss.item()}, step=step)
+    # On for recorded steps and the step after (its backward must not write a .grad being read).
+    assert hooked == [True, True, False, True, True, False, True]
+    expected = _reference(factory, data)
+    recorded = [
+        s if i % 3 == 0 else dataclasses.replace(s, tensors={}) for i, s in enumerate(expected)
+    ]
+    with tracker.open_run(run.id, store=store_path) as r:
+        assert r.series("0", "activation", "mean")[0].tolist() == [0, 3, 6]
+        assert assert_run_matches(r, recorded, RTOL, ATOL) == sum(len(s.tensors) for s in recorded)
+
+
+def test_hooks_stay_on_once_torch_compile_has_run(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracker.capture import watch as watch_module
+
+    frames = [0]  # what torch._dynamo's frame counter says
+    monkeypatch.setattr(watch_module, "_dynamo_frames", lambda: frames[0])
+    model = nn.Sequential(nn.Linear(4, 3))
+    errors: list[str] = []
+    with tracker.init(project="capture", store=store_path) as run:
+        monkeypatch.setattr(run, "_report", lambda what, exc: errors.append(str(exc)))
+        watch = run.watch(model, every=3)
+        watch._on_error = run._report
+        states = []
+        for step in range(7):
+            if step == 2:
+                frames[0] = 1  # torch.compile runs while the hooks are off
+            model(torch.randn(2, 4)).sum().backward()
+            run.log(step=step)
+            states.append(bool(model[0]._forward_hooks))
+    # Off only for step 2; back on (with a warning) for step 3 and never off again.
+    assert states == [True, False, True, True, True, True, True]
+    assert len(errors) == 1 and "torch.compile compiled code while" in errors[0]
 
 
 def test_inplace_outputs_are_the_values_before_the_inplace_op(store_path: Path) -> None:

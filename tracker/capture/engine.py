@@ -29,6 +29,17 @@ _PARAM_QUANTITIES = ("weight", "weight_grad")
 PARAMS_WAIT_SECONDS = 10.0
 
 
+def _already_set() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+# The params_read of steps without tensors (most steps, at the default cadence): one shared event,
+# already set, instead of building a Condition per step on the training thread.
+_NOTHING_TO_READ = _already_set()
+
+
 @dataclass
 class StepItem:
     """One closed step on its way to the worker: metrics always, tensors if any were captured."""
@@ -38,7 +49,9 @@ class StepItem:
     time: float
     metrics: dict[str, float]
     captures: list[WatchCapture] = field(default_factory=list)
-    params_read: threading.Event = field(default_factory=threading.Event)
+    # Set once the worker has read the step's parameters (submit() gives steps with tensors
+    # their own event).
+    params_read: threading.Event = _NOTHING_TO_READ
 
 
 @dataclass
@@ -87,7 +100,10 @@ class Engine:
 
     def submit(self, item: StepItem) -> None:
         """Queue a closed step. If the worker is behind, wait for it (back-pressure) at most
-        ``max_wait`` seconds, then drop the step's tensors but keep its metrics (I1)."""
+        ``max_wait`` seconds, then drop the step's tensors but keep its metrics (I1).
+
+        A step without tensors goes straight to the sink when nothing is queued before it:
+        waking the worker for it would be a thread switch, and a GIL handoff, every step."""
         with self._cond:
             if item.captures and self._queued_with_tensors() >= self._max_pending:
                 deadline = time.monotonic() + self._max_wait
@@ -99,15 +115,21 @@ class Engine:
                 if self._queued_with_tensors() >= self._max_pending:
                     self.counters["dropped_steps"] += 1
                     item.captures = []
-            if not item.captures:
-                item.params_read.set()
+            self._last_item = item
             if self._stopping:
-                item.params_read.set()
                 self.counters["late_steps"] += 1
                 return
+            if item.captures:
+                item.params_read = threading.Event()
+            elif not self._queue and not self._busy:
+                # In order: nothing is ahead of it. Under the lock, so nothing overtakes it.
+                self._hand_over(
+                    StepRecord(item.step, item.epoch, item.time, item.metrics, [], {})
+                )
+                return
             self._queue.append(item)
-            self._last_item = item
-            self._cond.notify_all()
+            if item.captures:  # a step without tensors waits for the worker to get to it
+                self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued step has been handed to the sink; False on timeout."""
@@ -172,14 +194,18 @@ class Engine:
                     self.counters["lost_steps"] += 1
                     # The metrics of the step must survive a failure to summarize its tensors.
                     record = StepRecord(item.step, item.epoch, item.time, item.metrics, [], {})
-                self._sink(record)
-            except Exception as exc:
-                self._on_error("handing a step to the writer", exc)
+                self._hand_over(record)
             finally:
                 item.params_read.set()
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _hand_over(self, record: StepRecord) -> None:
+        try:
+            self._sink(record)
+        except Exception as exc:  # I1
+            self._on_error("handing a step to the writer", exc)
 
     def _summarize(self, item: StepItem) -> StepRecord:
         blocks: list[StepBlock] = []

@@ -41,10 +41,21 @@ def _in_backward() -> bool:
     return torch._C._current_graph_task_id() != -1
 
 
+def _dynamo_frames() -> int | None:
+    """Frames torch.compile has compiled in this process so far (None: cannot tell)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["frames"]["total"])
+    except Exception:  # a private counter: any other torch simply keeps its hooks on
+        return None
+
+
 @torch.compiler.disable
 def _eager_forward_hook(
     watch: Watch, index: int, module: nn.Module, args: Any, output: Any
 ) -> None:
+    watch._compiled = True  # dynamo traced the hook: its graphs expect it, keep it attached
     watch._on_forward(index, module, args, output)
 
 
@@ -95,7 +106,13 @@ class Watch:
         self._skipped_calls = 0
         self._last_closed: int | None = None
         self._closed_calls = [0] * len(layers)
-        self._attach()
+        # Hooks are taken off between recorded steps (see _set_hooks), unless torch.compile is
+        # involved: dynamo does not notice hooks added after it compiled a module.
+        self._compiled = getattr(model, "_orig_mod", None) is not None
+        self._eager_forward_seen = False
+        self._frames_when_detached: int | None = None
+        self._attached = False
+        self._set_hooks(True)
 
     @property
     def layers(self) -> list[str]:
@@ -117,9 +134,7 @@ class Watch:
         if self._closed:
             return
         self._closed = True
-        for handle in reversed(self._handles):
-            handle.remove()
-        self._handles.clear()
+        self._detach()
         with self._lock:
             self._entries.clear()
             self._param_grads.clear()
@@ -140,8 +155,12 @@ class Watch:
     def begin_step(self, step: int) -> None:
         """Arm the hooks for the step the next run.log() is expected to close."""
         stats, hist, snap = self.policy.cadence(step)
+        previous = self._recording
         self._recording = stats and not self._closed
         self._hist, self._snap = hist, snap
+        # The step after a recorded one keeps the hooks too: its backward must wait before it
+        # adds into a .grad the worker may still be reading (_before_grad_accumulates).
+        self._set_hooks(self._recording or previous)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -210,6 +229,40 @@ class Watch:
 
     # -- hooks ----------------------------------------------------------------------------------
 
+    def _set_hooks(self, wanted: bool) -> None:
+        """Attach the hooks for a step that needs them, take them off for one that does not.
+
+        Even a hook that returns at once costs each module call ~12 us of torch's hook
+        dispatch, and each parameter a Python call in backward: on a small model that is several
+        percent of a step that records nothing (bench/README.md). Attaching costs ~3 us a hook,
+        twice per recorded step at most.
+        """
+        if self._closed:
+            return
+        if wanted and not self._attached:
+            frames = self._frames_when_detached
+            if frames is not None and _dynamo_frames() != frames:
+                self._compiled = True
+                self._on_error(
+                    "attaching hooks",
+                    RuntimeError(
+                        "torch.compile compiled code while the watch's hooks were off between "
+                        "recorded steps; dynamo does not see hooks added later, so the layers "
+                        "it compiled then may record nothing. Compile the model before its first "
+                        "training step or before run.watch(), or watch with every=1"
+                    ),
+                )
+            self._attach()
+        elif not wanted and self._attached and self._may_detach():
+            self._frames_when_detached = _dynamo_frames()
+            self._detach()
+
+    def _may_detach(self) -> bool:
+        # Not before an eager forward has run through the hooks (a first forward under
+        # torch.compile marks the watch compiled instead), and not once torch.compile has
+        # compiled anything in this process (or if we cannot tell).
+        return not self._compiled and self._eager_forward_seen and _dynamo_frames() == 0
+
     def _attach(self) -> None:
         seen: set[int] = set()
         for index, spec in enumerate(self._specs):
@@ -223,6 +276,13 @@ class Watch:
                 # the worker must be done reading the previous step's gradient.
                 self._handles.append(param.register_hook(self._before_grad_accumulates))
                 self._handles.append(param.register_post_accumulate_grad_hook(self._on_param_grad))
+        self._attached = True
+
+    def _detach(self) -> None:
+        for handle in reversed(self._handles):
+            handle.remove()
+        self._handles.clear()
+        self._attached = False
 
     def _on_forward(self, index: int, module: nn.Module, args: Any, output: Any) -> None:
         if torch.compiler.is_compiling():
@@ -232,6 +292,7 @@ class Watch:
             # ~10 us of frame-evaluation bookkeeping.
             _eager_forward_hook(self, index, module, args, output)
             return
+        self._eager_forward_seen = True
         if not self._recording:
             return
         try:
