@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 
 from tracker.capture import stats
 from tracker.capture.stats import StatsBatch, reference_stats
-from tracker.names import STAT_INDEX
+from tracker.names import STAT_INDEX, STAT_NAMES
 
 RTOL = 2e-5
 
@@ -184,9 +184,10 @@ def test_kernel_rejects_malformed_jobs() -> None:
 
     t = torch.ones(4)
     good = np.array([[t.data_ptr(), 4, -1, 1, 0, 1, 1, 4]], dtype=np.int64)
-    params, out, hists = np.zeros((1, 2)), np.zeros((1, 8)), np.zeros((0, 512), dtype=np.int64)
+    params, out, hists = np.zeros((1, 2)), np.zeros((1, 11)), np.zeros((0, 512), dtype=np.int64)
     _reduce.reduce_many(good, params, out, hists)
-    assert out[0, 5] == 0 and out[0, 3] == out[0, 4] == 1.0
+    np.testing.assert_array_equal(out[0], reference_stats(t.numpy()))
+    assert _reduce.STAT_COLUMNS == STAT_NAMES  # the kernel writes rows in the stored order
     # a null pointer, no elements, a histogram row that does not exist, units that do not fit
     for changes in ({0: 0}, {1: 0}, {2: 0}, {4: 1, 5: 3}):
         bad = good.copy()
@@ -197,4 +198,4 @@ def test_kernel_rejects_malformed_jobs() -> None:
     with pytest.raises(ValueError, match="sizes"):
         _reduce.reduce_many(good, np.zeros((2, 2)), out, hists)
     with pytest.raises(TypeError, match="writable"):
-        _reduce.reduce_many(good, params, bytes(64), hists)
+        _reduce.reduce_many(good, params, bytes(88), hists)

@@ -13,13 +13,16 @@
  *   jobs   int64   (n, 8): data pointer, numel, histogram row (-1: none), histogram stride,
  *                          extra (0 none, 1 dead units, 2 saturation), outer, units, inner
  *   params float64 (n, 2): saturation centre and threshold (|x - centre| > threshold)
- *   out    float64 (n, 8): shift, sum(x - shift), sum((x - shift)^2), min, max, zero count,
- *                          extra count, 0
+ *   out    float64 (n, 11): a stats row per job, columns as STAT_COLUMNS (tracker.names'
+ *                          STAT_NAMES; stats.py checks they agree). A row whose moments could
+ *                          not be trusted (NaN/Inf in the tensor, or std lost to cancellation)
+ *                          has NaN moments and nan_count = inf_count = NaN: recompute it.
  *   hists  int64   (h, 512): zeroed here (with the GIL released: a fresh buffer's first touch
  *                          page-faults), then filled for jobs with a histogram row
  * Data pointers must address `numel` contiguous float32 values that stay alive for the call:
  * the Python caller (stats.py) holds the tensors. Moments ignore nothing: a NaN or Inf makes the
- * sums non-finite, which the caller treats as "recompute precisely".
+ * sums non-finite, and the row says "recompute precisely". The rows are finished here rather
+ * than in NumPy because NumPy's two dozen calls per step held the GIL the training thread needs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,7 +35,14 @@
 #define LANES 16
 #define N_BINS 512
 #define JOB_FIELDS 8
-#define OUT_FIELDS 8
+/* The stats row, in tracker.names.STAT_NAMES order. */
+enum { COUNT, MEAN, STD, MIN, MAX, NORM, ZERO_FRAC, NAN_COUNT, INF_COUNT, DEAD_FRAC, SAT_FRAC,
+       OUT_FIELDS };
+static const char *const STAT_COLUMNS[OUT_FIELDS] = {
+    "count", "mean", "std", "min", "max", "norm", "zero_frac", "nan_count", "inf_count",
+    "dead_frac", "saturated_frac"};
+/* var < CANCELLATION * mean^2: the float64 sums about the shift lost var's digits anyway. */
+#define CANCELLATION 1e-4
 
 /* One build runs fast on every x86-64: the loader picks the widest clone the CPU supports. */
 #if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
@@ -198,6 +208,32 @@ static int64_t saturated(const float *x, int64_t n, float centre, float threshol
     return count;
 }
 
+/* Mean, std, min, max and norm from the sums about `shift`: var = E[d^2] - E[d]^2 over
+ * d = x - shift keeps its digits when |mean| >> std, and sum(x^2) follows exactly. */
+static void finish_row(double *r, int64_t numel, double shift, const Moments *m) {
+    double n = (double)numel;
+    double d_mean = m->s1 / n;
+    double var = m->s2 / n - d_mean * d_mean;
+    if (var < 0.0) var = 0.0;
+    int ok = isfinite(m->s1) && isfinite(m->s2) &&
+             (numel == 1 || var >= CANCELLATION * d_mean * d_mean);
+    r[COUNT] = n;
+    r[ZERO_FRAC] = (double)m->zeros / n;
+    if (ok) {
+        double sumsq = m->s2 + 2.0 * shift * m->s1 + n * shift * shift;
+        r[MEAN] = shift + d_mean;
+        r[STD] = sqrt(var);
+        r[MIN] = m->lo;
+        r[MAX] = m->hi;
+        r[NORM] = sqrt(sumsq > 0.0 ? sumsq : 0.0);
+        r[NAN_COUNT] = 0.0;
+        r[INF_COUNT] = 0.0;
+    } else {
+        r[MEAN] = r[STD] = r[MIN] = r[MAX] = r[NORM] = NAN;
+        r[NAN_COUNT] = r[INF_COUNT] = NAN;
+    }
+}
+
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name) {
     int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) {
@@ -223,7 +259,7 @@ static PyObject *reduce_many(PyObject *self, PyObject *args) {
         params.len != n * (Py_ssize_t)(2 * sizeof(double)) ||
         out.len != n * (Py_ssize_t)(OUT_FIELDS * sizeof(double)) ||
         hists.len != n_hists * (Py_ssize_t)(N_BINS * sizeof(int64_t))) {
-        PyErr_SetString(PyExc_ValueError, "reduce_many: buffer sizes do not match (n, 8), (n, 2), (n, 8), (h, 512)");
+        PyErr_SetString(PyExc_ValueError, "reduce_many: buffer sizes do not match (n, 8), (n, 2), (n, 11), (h, 512)");
         goto fail_all;
     }
     const int64_t *job = (const int64_t *)jobs.buf;
@@ -259,14 +295,9 @@ static PyObject *reduce_many(PyObject *self, PyObject *args) {
             extra = saturated(x, numel, (float)param[2 * j], (float)param[2 * j + 1]);
         }
         if (f[2] >= 0) histogram(x, numel, f[3], hist + f[2] * N_BINS);
-        r[0] = shift;
-        r[1] = m.s1;
-        r[2] = m.s2;
-        r[3] = m.lo;
-        r[4] = m.hi;
-        r[5] = (double)m.zeros;
-        r[6] = (double)extra;
-        r[7] = 0.0;
+        finish_row(r, numel, shift, &m);
+        r[DEAD_FRAC] = (f[4] == 1 && f[6] > 0) ? (double)extra / (double)f[6] : NAN;
+        r[SAT_FRAC] = f[4] == 2 ? (double)extra / (double)numel : NAN;
     }
     Py_END_ALLOW_THREADS
 
@@ -299,4 +330,25 @@ static struct PyModuleDef module = {
     "Fused per-tensor reductions for the stats worker (see _reduce.c).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__reduce(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__reduce(void) {
+    PyObject *mod = PyModule_Create(&module);
+    if (mod == NULL) return NULL;
+    PyObject *columns = PyTuple_New(OUT_FIELDS);
+    if (columns == NULL) goto fail;
+    for (int i = 0; i < OUT_FIELDS; i++) {
+        PyObject *name = PyUnicode_FromString(STAT_COLUMNS[i]);
+        if (name == NULL) {
+            Py_DECREF(columns);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(columns, i, name);
+    }
+    if (PyModule_AddObject(mod, "STAT_COLUMNS", columns) < 0) {
+        Py_DECREF(columns);
+        goto fail;
+    }
+    return mod;
+fail:
+    Py_DECREF(mod);
+    return NULL;
+}

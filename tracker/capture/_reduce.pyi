@@ -1,6 +1,8 @@
 # Type stub for the C extension built from _reduce.c (see that file for the buffer layouts).
 import numpy as np
 
+STAT_COLUMNS: tuple[str, ...]
+
 def reduce_many(
     jobs: np.ndarray, params: np.ndarray, out: np.ndarray, hists: np.ndarray
 ) -> None: ...

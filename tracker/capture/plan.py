@@ -1,10 +1,9 @@
 """Step plans: the kernel's job table for a recurring layout of tensors, built once.
 
 A model records the same tensors every step: the same layers, calls, shapes and dtypes. So the job
-table that reduce_many() reads (_reduce.c), the keys of the rows and what turns the kernel's sums
-into stats rows are worked out the first time a layout is seen; later steps of that layout only
-fill in data pointers, call the kernel once and finish the rows in a few NumPy calls. Tensors the
-kernel cannot read (on an accelerator, not float32, not contiguous, empty), and every tensor when
+table that reduce_many() reads (_reduce.c) and the keys of the rows are worked out the first time
+a layout is seen; later steps of that layout only fill in data pointers and call the kernel once,
+which writes the stats rows itself. Tensors the kernel cannot read (on an accelerator, not float32, not contiguous, empty), and every tensor when
 ``stats.CPU_REDUCTION`` is not "kernel", go through StatsBatch one by one.
 """
 
@@ -42,9 +41,6 @@ class StepPlan:
     kinds: tuple[stats.ActivationKind, ...]  # per row, for StatsBatch
     jobs: np.ndarray  # int64 (k, 8): reduce_many()'s table; column 0 (data pointer) per step
     params: np.ndarray  # float64 (k, 2)
-    numel: np.ndarray  # float64 (k,)
-    dead_units: np.ndarray  # float64 (k,): units of rows that count dead units, else 0
-    saturation: np.ndarray  # bool (k,)
     kernel_histograms: int
     histogram: bool
     histogram_max_elements: int | None
@@ -91,7 +87,6 @@ def build_plan(entries: Sequence[TensorEntry], histogram: bool, hist_max: int | 
     """Work out the plan of ``entries``' layout (their tensors' data pointers are not kept)."""
     jobs = stats._KernelJobs()
     kernel_rows, other_rows = [], []
-    numel, dead_units, saturation = [], [], []
     for i, e in enumerate(entries):
         t = e.tensor
         if not _kernel_can_read(t):
@@ -100,10 +95,6 @@ def build_plan(entries: Sequence[TensorEntry], histogram: bool, hist_max: int | 
         kind = _kind(e)
         jobs.add(t, kind, sample_stride(t.numel(), hist_max) if histogram else None)
         kernel_rows.append(i)
-        numel.append(t.numel())
-        relu_units = kind == "relu" and t.dim() >= 2
-        dead_units.append(t.shape[stats.units_axis(t.dim())] if relu_units else 0)
-        saturation.append(kind in stats._SATURATION)
     n, k = len(entries), len(kernel_rows)
     hist_rows = np.full(n, -1, dtype=np.int64)
     if histogram:
@@ -121,9 +112,6 @@ def build_plan(entries: Sequence[TensorEntry], histogram: bool, hist_max: int | 
         kinds=tuple(_kind(e) for e in entries),
         jobs=table,
         params=np.array(jobs.params, dtype=np.float64).reshape(k, 2),
-        numel=np.array(numel, dtype=np.float64),
-        dead_units=np.array(dead_units, dtype=np.float64),
-        saturation=np.array(saturation, dtype=bool),
         kernel_histograms=jobs.histograms,
         histogram=histogram,
         histogram_max_elements=hist_max,
@@ -154,19 +142,23 @@ class Planner:
 def run_plan(plan: StepPlan, tensors: Sequence[Tensor]) -> StepBlock:
     """Reduce ``tensors`` (laid out as ``plan`` says) to a StepBlock; blocks until done."""
     n = len(tensors)
-    rows = np.empty((n, len(STAT_NAMES)), dtype=np.float64)
     histograms = []
+    if len(plan.kernel_rows) == n:  # the usual case: the kernel's rows are the block's
+        rows = np.empty((n, len(STAT_NAMES)), dtype=np.float64)
+        kernel = rows
+    else:
+        rows = np.full((n, len(STAT_NAMES)), np.nan)
+        kernel = np.empty((len(plan.kernel_rows), len(STAT_NAMES)), dtype=np.float64)
     if len(plan.kernel_rows):
         jobs = plan.jobs.copy()
         jobs[:, 0] = [tensors[i].data_ptr() for i in plan.kernel_rows]
-        out = np.empty((len(jobs), 8), dtype=np.float64)
         kernel_hists = np.empty((plan.kernel_histograms, N_BINS), dtype=np.int64)  # zeroed in C
         # `tensors` keeps every pointed-to tensor alive until the call returns.
-        stats._reduce.reduce_many(jobs, plan.params, out, kernel_hists)
-        kernel = stats.kernel_rows(out, plan.numel, plan.dead_units, plan.saturation)
+        stats._reduce.reduce_many(jobs, plan.params, kernel, kernel_hists)
         for j in np.flatnonzero(np.isnan(kernel[:, _NAN])):  # NaN/Inf or cancellation: redo
             stats._precise(tensors[plan.kernel_rows[j]].detach(), kernel[j])
-        rows[plan.kernel_rows] = kernel
+        if kernel is not rows:
+            rows[plan.kernel_rows] = kernel
         histograms.append(kernel_hists)
     if plan.other_rows:
         batch = stats.StatsBatch()

@@ -27,11 +27,15 @@ try:  # built by `pip install` from _reduce.c; optional (setup.py)
     from tracker.capture import _reduce
 except ImportError:  # pragma: no cover - exercised only on installs without a C compiler
     _reduce = None  # type: ignore[assignment]
+# The kernel writes stats rows itself; one built from an older _reduce.c would not match.
+if _reduce is not None and getattr(_reduce, "STAT_COLUMNS", None) != STAT_NAMES:
+    _reduce = None  # type: ignore[assignment]  # pragma: no cover - a stale build
 
 ActivationKind = Literal["relu", "sigmoid", "tanh"] | None
 Reduction = Literal["kernel", "numpy", "torch"]
 N_STATS = len(STAT_NAMES)
-# var < this * mean^2 means float32 sum-of-squares lost most significant digits of var.
+# var < this * mean^2 means float32 sum-of-squares lost most significant digits of var (the
+# kernel's CANCELLATION, _reduce.c, is the same).
 _CANCELLATION = 1e-4
 _HOST_FLOAT64_MAX = 1 << 12  # elements: biases, norm weights, small layers
 # How CPU tensors are reduced. Tests switch it to check every path on the CPU, including the
@@ -52,45 +56,6 @@ def units_axis(ndim: int) -> int:
 def kernel_available() -> bool:
     """True if the compiled reductions (_reduce.c) were built at install time."""
     return _reduce is not None
-
-
-def kernel_rows(
-    out: np.ndarray, numel: np.ndarray, dead_units: np.ndarray, saturation: np.ndarray
-) -> np.ndarray:
-    """Stats rows from reduce_many()'s (shift, sum d, sum d^2, min, max, zeros, extra).
-
-    ``numel`` (float64) per row; ``dead_units`` the unit count of rows whose extra counts dead
-    units (0 elsewhere); ``saturation`` True where it counts saturated elements. The sums are
-    float64 over d = x - shift with shift = the first element, so var = E[d^2] - E[d]^2 keeps its
-    digits even when |mean| >> std, and the sum of squares of x follows exactly. Rows whose sums
-    are not finite (NaN/Inf present) or that lost var to cancellation anyway come back with
-    nan_count NaN: the caller recomputes them precisely (_precise). All in a few NumPy calls:
-    per-row Python would cost the GIL more than the kernel.
-    """
-    k = len(out)
-    rows = np.full((k, N_STATS), np.nan)
-    if not k:
-        return rows
-    n = numel
-    shift, s1, s2, lo, hi, zeros, extra = out[:, :7].T
-    with np.errstate(all="ignore"):
-        d_mean = s1 / n
-        var = np.maximum(s2 / n - d_mean * d_mean, 0.0)
-        ok = np.isfinite(s1) & np.isfinite(s2) & ((n == 1) | (var >= _CANCELLATION * d_mean**2))
-        rows[:, _COUNT] = n
-        rows[:, _ZERO] = zeros / n
-        rows[:, _MEAN] = np.where(ok, shift + d_mean, np.nan)
-        rows[:, _STD] = np.where(ok, np.sqrt(var), np.nan)
-        rows[:, _MIN] = np.where(ok, lo, np.nan)
-        rows[:, _MAX] = np.where(ok, hi, np.nan)
-        sumsq = np.maximum(s2 + 2.0 * shift * s1 + n * shift * shift, 0.0)
-        rows[:, _NORM] = np.where(ok, np.sqrt(sumsq), np.nan)
-        rows[:, _NAN] = np.where(ok, 0.0, np.nan)
-        rows[:, _INF] = rows[:, _NAN]
-        dead = dead_units > 0
-        rows[dead, _DEAD] = extra[dead] / dead_units[dead]
-        rows[saturation, _SAT] = extra[saturation] / n[saturation]
-    return rows
 
 
 class Results(NamedTuple):
@@ -156,9 +121,10 @@ class _KernelJobs:
         return len(self.jobs) - 1, hist_row
 
     def run(self) -> tuple[np.ndarray, np.ndarray]:
-        """(out (n, 8) float64, histograms (h, 512) int64): one call, GIL released inside."""
+        """(stats rows (n, N_STATS) float64, histograms (h, 512) int64): one call, GIL released
+        inside. Rows the kernel could not trust have nan_count NaN (see _precise)."""
         n = len(self.jobs)
-        out = np.empty((n, 8), dtype=np.float64)
+        out = np.empty((n, N_STATS), dtype=np.float64)
         hists = np.empty((self.histograms, N_BINS), dtype=np.int64)  # zeroed in C
         if not n:
             return out, hists
@@ -220,8 +186,6 @@ class StatsBatch:
         if x.device.type == "cpu" and CPU_REDUCTION == "kernel":
             pending = _Pending(x, numel, x.device, -1, kind)
             pending.kernel_slot, pending.hist_slot = self._kernel.add(x, kind, stride)
-            if kind == "relu" and x.dim() >= 2:
-                pending.units = x.shape[units_axis(x.dim())]
             self._pending.append(pending)
             self._kernel_pending.append(pending)
             return len(self._pending) - 1
@@ -233,15 +197,6 @@ class StatsBatch:
             return len(self._pending) - 1
         self._pending.append(self._add_torch(x, kind, histogram_max_elements if histogram else 0))
         return len(self._pending) - 1
-
-    def _kernel_rows(self, out: np.ndarray) -> np.ndarray:
-        pending = self._kernel_pending
-        return kernel_rows(
-            out,
-            np.array([p.numel for p in pending], dtype=np.float64),
-            np.array([p.units if p.kind == "relu" else 0 for p in pending], dtype=np.float64),
-            np.array([p.kind in _SATURATION for p in pending], dtype=bool),
-        )
 
     def _add_torch(self, x: Tensor, kind: ActivationKind, hist_max: int | None) -> _Pending:
         """Queue torch reductions (on the tensor's device); hist_max 0: no histogram."""
@@ -280,8 +235,7 @@ class StatsBatch:
             extras = torch.stack(lists.extras).cpu().numpy() if lists.extras else None
             hists = torch.stack(lists.histograms).cpu().numpy() if lists.histograms else None
             host[device] = (floats, zeros, extras, hists)
-        kernel_out, kernel_hists = self._kernel.run()
-        kernel_rows = self._kernel_rows(kernel_out)
+        kernel_rows, kernel_hists = self._kernel.run()
         rows = np.full((len(self._pending), N_STATS), np.nan)
         histograms: list[np.ndarray | None] = [None] * len(self._pending)
         for i, p in enumerate(self._pending):
