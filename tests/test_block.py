@@ -91,3 +91,22 @@ def test_a_step_logged_twice_keeps_its_first_snapshot(tmp_path: Path) -> None:
     with h5py.File(path, "r") as f:
         data, _ = seg.read_snapshot(f, ("a", "activation", "output"), 5, 0)
     assert data.tolist() == [1.0, 1.0]
+
+
+def test_blocks_where_only_some_rows_have_histograms(tmp_path: Path) -> None:
+    b = seg.SegmentBuilder("abcdef0123456789")
+    for step in range(4):  # "b" has a histogram every step, "a" only on even steps
+        b.add_block(
+            step,
+            StepBlock.from_summaries(
+                [_summary("a", step, hist=step % 2 == 0), _summary("b", step)]
+            ),
+        )
+    path = tmp_path / "s.h5"
+    seg.write_segment(str(path), b, "test")
+    with h5py.File(path, "r") as f:
+        for layer, steps in (("a", [0, 2]), ("b", [0, 1, 2, 3])):
+            index, dense = seg.read_histograms(f, (layer, "activation", "output"))
+            assert index[:, 0].tolist() == steps
+            for row, step in zip(dense, steps, strict=True):
+                np.testing.assert_array_equal(row, np.bincount([step % 512, 7], minlength=512))

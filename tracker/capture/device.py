@@ -20,6 +20,8 @@ from torch import Tensor
 def ready_events(tensors: Iterable[Tensor]) -> dict[torch.device, torch.cuda.Event]:
     """On the training thread: an event on each CUDA device's current stream, marking the step."""
     events: dict[torch.device, torch.cuda.Event] = {}
+    if not torch.cuda.is_initialized():  # no tensor can be on a GPU: skip the per-tensor checks
+        return events
     for t in tensors:
         if t.is_cuda and t.device not in events:
             event = torch.cuda.Event()

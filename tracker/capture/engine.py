@@ -123,9 +123,7 @@ class Engine:
                 item.params_read = threading.Event()
             elif not self._queue and not self._busy:
                 # In order: nothing is ahead of it. Under the lock, so nothing overtakes it.
-                self._hand_over(
-                    StepRecord(item.step, item.epoch, item.time, item.metrics, [], {})
-                )
+                self._hand_over(StepRecord(item.step, item.epoch, item.time, item.metrics, [], {}))
                 return
             self._queue.append(item)
             if item.captures:  # a step without tensors waits for the worker to get to it

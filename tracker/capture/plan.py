@@ -3,8 +3,9 @@
 A model records the same tensors every step: the same layers, calls, shapes and dtypes. So the job
 table that reduce_many() reads (_reduce.c) and the keys of the rows are worked out the first time
 a layout is seen; later steps of that layout only fill in data pointers and call the kernel once,
-which writes the stats rows itself. Tensors the kernel cannot read (on an accelerator, not float32, not contiguous, empty), and every tensor when
-``stats.CPU_REDUCTION`` is not "kernel", go through StatsBatch one by one.
+which writes the stats rows itself. Tensors the kernel cannot read (on an accelerator, not
+float32, not contiguous, empty), and every tensor when ``stats.CPU_REDUCTION`` is not "kernel",
+go through StatsBatch one by one.
 """
 
 from __future__ import annotations

@@ -301,6 +301,7 @@ class Watch:
             self._on_error("capturing an activation", exc)
 
     def _capture_output(self, index: int, module: nn.Module, output: Any) -> None:
+        # Runs per watched module per recorded forward, on the training thread: kept lean.
         if _in_backward():
             return
         with self._lock:
@@ -314,21 +315,27 @@ class Watch:
         if self._probing:
             flags |= PROBE
         spec = self._specs[index]
-        for part, tensor in output_parts(output):
-            key = (index, part)
+        if type(output) is Tensor:  # the common case, without output_parts' generality
+            parts = [("output", output)] if output.is_floating_point() else []
+        else:
+            parts = output_parts(output)
+        entries = []
+        for part, tensor in parts:
             view = tensor.detach()
-            data = view if key in self._trusted else view.clone()
-            entry = TensorEntry(
-                spec.name, "activation", part, call, flags, data, spec.kind, view, tensor._version
+            data = view if (index, part) in self._trusted else view.clone()
+            entries.append(
+                TensorEntry(
+                    spec.name, "activation", part, call, flags, data, spec.kind, view, view._version
+                )
             )
-            if call == 0 and part not in self._shapes.get(spec.name, {}):
+            if call == 0 and part not in self._shapes.get(spec.name, ()):
                 self._shapes.setdefault(spec.name, {})[part] = list(tensor.shape)
-            with self._lock:
-                self._entries.append(entry)
             if grad_on and tensor.requires_grad:
                 add_grad_hook(tensor, functools.partial(self._on_grad, index, part, call, flags))
                 if self._probing:
                     self._probe_outputs.append(tensor)
+        with self._lock:
+            self._entries.extend(entries)
 
     def _current_scale(self) -> Tensor | None:
         scale = getattr(self._scaler, "_scale", None)  # a tensor once scaler.scale() ran
@@ -379,33 +386,26 @@ class Watch:
         return True
 
     def _add_parameters(self, capture: WatchCapture, grads: dict[int, Tensor]) -> None:
+        # Parameters are leaves outside any graph: the worker reads them as they are, no
+        # detach() (a torch op per parameter per recorded step on the training thread).
+        entries = capture.entries
         for spec in self._specs:
+            name = spec.name
             for bname, buffer in spec.buffers:
                 # Small, and rewritten in place by the next forward (BatchNorm): copy now.
                 copy = buffer.detach().clone()
-                capture.entries.append(
-                    TensorEntry(spec.name, "weight", bname, 0, _PARAM_FLAGS, copy)
-                )
+                entries.append(TensorEntry(name, "weight", bname, 0, _PARAM_FLAGS, copy))
             for pname, param in spec.params:
-                weight = param.detach()
-                capture.entries.append(
+                entries.append(
                     TensorEntry(
-                        spec.name,
-                        "weight",
-                        pname,
-                        0,
-                        _PARAM_FLAGS,
-                        weight,
-                        None,
-                        weight,
-                        weight._version,
+                        name, "weight", pname, 0, _PARAM_FLAGS, param, None, param, param._version
                     )
                 )
                 grad = grads.get(id(param), param.grad)
                 if grad is not None:
-                    capture.entries.append(
+                    entries.append(
                         TensorEntry(
-                            spec.name,
+                            name,
                             "weight_grad",
                             pname,
                             0,

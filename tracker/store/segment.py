@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -138,35 +138,26 @@ class SegmentBuilder:
             stats = np.stack([b.stats for b in blocks])  # (m, n, S)
             calls = np.stack([b.calls for b in blocks])
             flags = np.stack([b.flags for b in blocks])
-            hist_rows = np.stack([b.hist_rows for b in blocks])
-            first_hist = np.cumsum([0] + [len(b.hists) for b in blocks[:-1]])
-            hists = np.concatenate([b.hists for b in blocks])
+            per_key_hists = _histograms_by_row(blocks)
             for j, key in enumerate(keys):
                 index = np.stack([steps, calls[:, j], flags[:, j]], axis=1)
-                has = hist_rows[:, j] >= 0
-                at = (first_hist + hist_rows[:, j])[has]
+                has, hists = per_key_hists(j)
                 pieces.setdefault(key, []).append(
-                    (
-                        seq * width + j,
-                        index,
-                        stats[:, j],
-                        seq[has] * width + j,
-                        index[has],
-                        hists[at],
-                    )
+                    (seq * width + j, index, stats[:, j], seq[has] * width + j, index[has], hists)
                 )
         snapshots = self._snapshots()
         out = {}
         for key, parts in pieces.items():
-            columns = [np.concatenate([p[c] for p in parts]) for c in range(6)]
-            rows = np.argsort(columns[0], kind="stable")
-            hist_rows = np.argsort(columns[3], kind="stable")
+            if len(parts) == 1:  # one layout holds the series: its rows are in order already
+                columns = list(parts[0])
+            else:
+                columns = [np.concatenate([p[c] for p in parts]) for c in range(6)]
+                rows = np.argsort(columns[0], kind="stable")
+                hist_rows = np.argsort(columns[3], kind="stable")
+                columns[1:3] = [columns[1][rows], columns[2][rows]]
+                columns[4:6] = [columns[4][hist_rows], columns[5][hist_rows]]
             out[key] = SeriesColumns(
-                columns[1][rows],
-                columns[2][rows],
-                columns[4][hist_rows],
-                columns[5][hist_rows],
-                snapshots.get(key, {}),
+                columns[1], columns[2], columns[4], columns[5], snapshots.get(key, {})
             )
         return out
 
@@ -187,6 +178,44 @@ class SegmentBuilder:
                     mine = found.setdefault(block.keys[j], {})
                     mine.setdefault((step, int(block.calls[j])), (int(block.flags[j]), snap))
         return found
+
+
+def _histograms_by_row(
+    blocks: list[StepBlock],
+) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """For blocks of one layout: row j -> (which blocks have its histogram, those (h, 512)).
+
+    Plans give a step either a histogram for every row, in row order, or none (plan.py), so
+    the usual case stacks the blocks that have them and slices each row's out as a view;
+    anything else is gathered row by row.
+    """
+    n = len(blocks[0])
+    full = np.array(
+        [len(b.hists) == n and bool((b.hist_rows == np.arange(n)).all()) for b in blocks]
+    )
+    empty = np.array([bool((b.hist_rows < 0).all()) for b in blocks])
+    if (full | empty).all():
+        stacked = (
+            np.stack([b.hists for b, f in zip(blocks, full, strict=True) if f])
+            if full.any()
+            else None
+        )
+
+        def by_row(j: int) -> tuple[np.ndarray, np.ndarray]:
+            if stacked is None:
+                return full, np.zeros((0, N_BINS), dtype=np.int64)
+            return full, stacked[:, j]
+
+        return by_row
+    hist_rows = np.stack([b.hist_rows for b in blocks])
+    first = np.cumsum([0] + [len(b.hists) for b in blocks[:-1]])
+    everything = np.concatenate([b.hists for b in blocks])
+
+    def gathered(j: int) -> tuple[np.ndarray, np.ndarray]:
+        has = hist_rows[:, j] >= 0
+        return has, everything[(first + hist_rows[:, j])[has]]
+
+    return gathered
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -307,13 +336,16 @@ def write_snapshots(
 
 def _write_histograms(g: h5py.Group, index: np.ndarray, hists: np.ndarray) -> None:
     """Dense (h, 512) counts stored sparse: the non-empty bins of each row, in CSR form."""
-    rows, bins = np.nonzero(hists)
+    flat = np.flatnonzero(hists)  # row-major positions, faster than a 2-D nonzero()
+    rows, bins = np.divmod(flat, N_BINS)
     ptr = np.zeros(len(hists) + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=len(hists)), out=ptr[1:])
     put_array(g, "hist_index", index)
     put_array(g, "hist_ptr", ptr)
     put_array(g, "hist_bins", bins.astype(np.uint16))
-    put_array(g, "hist_counts", hists[rows, bins].astype(np.int64))
+    put_array(
+        g, "hist_counts", hists.reshape(-1)[flat] if hists.flags.c_contiguous else hists[rows, bins]
+    )
 
 
 def _write_batch(f: h5py.File, batch: Batch) -> None:
