@@ -2,10 +2,12 @@
 
     python bench/overhead.py [--repeats 5] [--steps 200] [--models cnn,mlp] [--json out.json]
 
-Variants are interleaved (each repeat runs every variant once, in a shuffled order) so drift on a
-shared machine hits them alike; each figure is the median over repeats of a variant's mean step
-time, divided by the baseline's of the same repeat, with the min..max over repeats. One torch
-thread, like ../shared/PERF.md. Peers (bench/requirements-peers.txt) are skipped if not installed:
+Each variant trains in blocks of --block steps that alternate with a plain twin of the same model
+in the same process, so drift on a shared machine hits both alike; a repeat's ratio is the
+variant's mean step time (its background work included) over the twin's, and each figure is the
+median over repeats (run in a shuffled order) with the min..max. A last column adds the final
+flush (the segment file the steps filled) spread over the steps. One torch thread, like
+../shared/PERF.md. Peers (bench/requirements-peers.txt) are skipped if not installed:
 TensorBoard histograms of every parameter and gradient, wandb.watch(log="all") offline, Aim
 parameter and gradient distributions, each at the same cadence as the tracker row they sit under.
 """
@@ -59,6 +61,12 @@ class Recorder:
     def after_step(self, step: int, loss: torch.Tensor) -> None:
         loss.item()
 
+    def settle(self) -> None:
+        """Finish background work on the steps so far (charged to this variant's time)."""
+
+    def flush(self) -> None:
+        """Write out what is buffered (timed once, at the end: segment and file writes count)."""
+
     def close(self) -> None:
         pass
 
@@ -71,6 +79,13 @@ class TrackerRecorder(Recorder):
 
     def after_step(self, step: int, loss: torch.Tensor) -> None:
         self.run.log({"loss": loss.item()}, step=step)
+
+    def settle(self) -> None:
+        # The stats worker's queue only: flushing the writer too would roll a segment per block.
+        self.run._engine.flush()
+
+    def flush(self) -> None:
+        self.run.flush()
 
     def close(self) -> None:
         self.run.finish()
@@ -92,6 +107,9 @@ class TensorBoardRecorder(Recorder):
                 self.writer.add_histogram(name, p, step)
                 if p.grad is not None:
                     self.writer.add_histogram(name + ".grad", p.grad, step)
+
+    def flush(self) -> None:
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
@@ -169,37 +187,76 @@ VARIANTS = (
 )
 
 
-def _time_steps(model_name: str, variant: Variant, steps: int, warmup: int, tmp: str) -> float:
+def _time_steps(
+    model_name: str, variant: Variant, steps: int, warmup: int, block: int, tmp: str
+) -> tuple[float, float, float]:
+    """(variant, plain twin) mean step times, measured in alternating blocks of ``block`` steps,
+    and the variant's final flush in seconds.
+
+    The twin is the same model without any recorder, trained in the same process between the
+    variant's blocks, so both see the same machine at the same moments: on a shared 2-core VM the
+    speed of a plain step drifts by tens of percent over seconds, which separate runs cannot tell
+    from overhead. The variant's block includes ``settle()`` (its background work on the block's
+    last steps), so none of its cost is charged to the twin. The final ``flush()`` writes what
+    the steps buffered (the tracker's segment file: a run this short would not have rolled one
+    yet); it is returned apart, as a segment's fixed costs over so few steps overstate it.
+    """
     images, labels = load_digits_tensors()
-    torch.manual_seed(0)
-    model = MODELS[model_name]()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    recorder = variant.make(model, tmp)
-    gen = torch.Generator().manual_seed(0)
-    times = []
-    for step in range(warmup + steps):
-        idx = torch.randint(0, len(images), (BATCH,), generator=gen)
+    models, opts, gens = [], [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(MODELS[model_name]())
+        opts.append(torch.optim.SGD(models[-1].parameters(), lr=0.01, momentum=0.9))
+        gens.append(torch.Generator().manual_seed(0))
+    recorders = [variant.make(models[0], tmp), Recorder()]
+    totals = [0.0, 0.0]
+    counters = [0, 0]
+
+    def run_block(which: int, n: int, timed: bool) -> None:
+        model, opt, gen, recorder = models[which], opts[which], gens[which], recorders[which]
         start = time.perf_counter()
-        loss = F.cross_entropy(model(images[idx]), labels[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        recorder.after_step(step, loss)
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-    recorder.close()
-    # The mean, not the median: work done every k-th step (histograms, segment writes) counts.
-    return statistics.fmean(times)
+        for _ in range(n):
+            idx = torch.randint(0, len(images), (BATCH,), generator=gen)
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            recorder.after_step(counters[which], loss)
+            counters[which] += 1
+        recorder.settle()
+        if timed:
+            totals[which] += time.perf_counter() - start
+
+    for which in (0, 1):
+        run_block(which, warmup, timed=False)
+    timed = 0
+    while timed < steps:
+        n = min(block, steps - timed)
+        for which in (0, 1):
+            run_block(which, n, timed=True)
+        timed += n
+    start = time.perf_counter()
+    recorders[0].flush()
+    flush = time.perf_counter() - start
+    recorders[0].close()
+    # Means, not medians: work done every k-th step (histograms, snapshots) counts.
+    return totals[0] / steps, totals[1] / steps, flush
 
 
 def _print_table(model_name: str, args: argparse.Namespace, rows: list[dict]) -> None:
-    shape = f"{args.repeats} repeats x {args.steps} steps, batch {BATCH}, 1 torch thread"
+    shape = (
+        f"{args.repeats} repeats x {args.steps} steps in blocks of {args.block} alternating with"
+        f" a plain twin, batch {BATCH}, 1 torch thread"
+    )
     print(f"\n{model_name}: {shape}")
-    print("| variant | step (ms) | ratio to baseline (min..max) |")
-    print("|---|---|---|")
+    print("| variant | step (ms) | ratio to twin (min..max) | + final flush over the steps |")
+    print("|---|---|---|---|")
     for r in rows:
         spread = f"{r['ratio_min']:.2f}..{r['ratio_max']:.2f}"
-        print(f"| {r['variant']} | {r['step_ms']:.2f} | {r['ratio']:.2f}x ({spread}) |")
+        print(
+            f"| {r['variant']} | {r['step_ms']:.2f} | {r['ratio']:.2f}x ({spread})"
+            f" | {r['ratio_with_flush']:.2f}x |"
+        )
 
 
 def main() -> None:
@@ -209,6 +266,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--block", type=int, default=10, help="steps per alternating block")
     parser.add_argument("--models", default="cnn,mlp")
     parser.add_argument("--only", default="", help="comma-separated substrings of variant names")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -226,24 +284,30 @@ def main() -> None:
     results = {}
     for model_name in args.models.split(","):
         per_variant: dict[str, list[float]] = {v.name: [] for v in variants}
+        ratios: dict[str, list[float]] = {v.name: [] for v in variants}
+        flushed: dict[str, list[float]] = {v.name: [] for v in variants}
         for _ in range(args.repeats):
             order = list(variants)
             rng.shuffle(order)
             for variant in order:
                 with tempfile.TemporaryDirectory() as tmp:
-                    seconds = _time_steps(model_name, variant, args.steps, args.warmup, tmp)
+                    seconds, twin, flush = _time_steps(
+                        model_name, variant, args.steps, args.warmup, args.block, tmp
+                    )
                 per_variant[variant.name].append(seconds)
-        base = per_variant[variants[0].name]
+                ratios[variant.name].append(seconds / twin)
+                flushed[variant.name].append((seconds + flush / args.steps) / twin)
         rows = []
         for variant in variants:
-            ratios = [t / b for t, b in zip(per_variant[variant.name], base, strict=True)]
+            r = ratios[variant.name]
             rows.append(
                 {
                     "variant": variant.name,
                     "step_ms": 1000 * statistics.median(per_variant[variant.name]),
-                    "ratio": statistics.median(ratios),
-                    "ratio_min": min(ratios),
-                    "ratio_max": max(ratios),
+                    "ratio": statistics.median(r),
+                    "ratio_min": min(r),
+                    "ratio_max": max(r),
+                    "ratio_with_flush": statistics.median(flushed[variant.name]),
                 }
             )
         results[model_name] = rows

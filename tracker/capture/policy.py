@@ -17,9 +17,10 @@ _SNAPSHOT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 class WatchPolicy:
     """Cadences (in steps; 0 turns a kind off) and size bounds of what a watch records."""
 
-    # Stats are a few scalars per tensor, but a recorded step still costs Python per tensor
-    # (hooks, bookkeeping) that the GIL serializes with training: on a tiny CNN every step costs
-    # ~1.5x, every 10th ~1.1x (bench/README.md). every=1 records each step when that is wanted.
+    # Stats are a few scalars per tensor, but a recorded step still costs the hooks' Python per
+    # watched module, on the training thread: on a tiny CNN every step costs ~1.45x, every 10th
+    # ~1.1x (bench/README.md). Steps that record nothing take the hooks off. every=1 records each
+    # step when that is wanted.
     every: int = 10
     # Histograms bin every element (or a 1M sample) of each tensor: trends, not per-step detail.
     histogram_every: int = 50
