@@ -174,11 +174,8 @@ def run_plan(plan: StepPlan, tensors: Sequence[Tensor]) -> StepBlock:
         rows[list(plan.other_rows)] = result.rows
         if plan.histogram:
             histograms.append(np.array(result.histograms, dtype=np.int64).reshape(-1, N_BINS))
-    hists = (
-        np.concatenate(histograms)
-        if len(histograms) > 1
-        else (histograms[0] if histograms else np.zeros((0, N_BINS), dtype=np.int64))
-    )
-    if not plan.histogram:
-        hists = hists[:0]
+    if plan.histogram and histograms:
+        hists = np.concatenate(histograms) if len(histograms) > 1 else histograms[0]
+    else:
+        hists = np.zeros((0, N_BINS), dtype=np.int64)
     return StepBlock(plan.keys, plan.calls, plan.flags, rows, plan.hist_rows, hists)

@@ -153,7 +153,6 @@ class StatsBatch:
         self._devices: dict[torch.device, _DeviceLists] = {}
         self._kernel = _KernelJobs()
         self._pending: list[_Pending | None] = []
-        self._kernel_pending: list[_Pending] = []  # in kernel job order
         self._wants_histogram: list[bool] = []
 
     def __len__(self) -> int:
@@ -187,7 +186,6 @@ class StatsBatch:
             pending = _Pending(x, numel, x.device, -1, kind)
             pending.kernel_slot, pending.hist_slot = self._kernel.add(x, kind, stride)
             self._pending.append(pending)
-            self._kernel_pending.append(pending)
             return len(self._pending) - 1
         if x.device.type == "cpu" and CPU_REDUCTION == "numpy":
             pending = _host_pending(x, kind)
@@ -263,7 +261,6 @@ class StatsBatch:
                 histograms[i] = hists[p.hist_slot]
         self._devices.clear()
         self._kernel = _KernelJobs()
-        self._kernel_pending = []
         self._pending.clear()
         self._wants_histogram.clear()
         return Results(list(rows), histograms)
