@@ -184,8 +184,9 @@ def test_kernel_rejects_malformed_jobs() -> None:
 
     t = torch.ones(4)
     good = np.array([[t.data_ptr(), 4, -1, 1, 0, 1, 1, 4]], dtype=np.int64)
-    params, out, hists = np.zeros((1, 2)), np.zeros((1, 11)), np.zeros((0, 512), dtype=np.int64)
-    _reduce.reduce_many(good, params, out, hists)
+    params, out = np.zeros((1, 2)), np.zeros((1, 11))
+    no_hists = (np.zeros(1, dtype=np.int64), np.zeros(0, np.uint16), np.zeros(0, np.int64))
+    _reduce.reduce_many(good, params, out, *no_hists)
     np.testing.assert_array_equal(out[0], reference_stats(t.numpy()))
     assert _reduce.STAT_COLUMNS == STAT_NAMES  # the kernel writes rows in the stored order
     # a null pointer, no elements, a histogram row that does not exist, units that do not fit
@@ -194,8 +195,24 @@ def test_kernel_rejects_malformed_jobs() -> None:
         for field, value in changes.items():
             bad[0, field] = value
         with pytest.raises(ValueError, match="malformed"):
-            _reduce.reduce_many(bad, params, out, hists)
+            _reduce.reduce_many(bad, params, out, *no_hists)
+    # histogram rows must count up from 0 in job order, with room for 512 bins each
+    two = np.array([good[0], good[0]])
+    two[:, 2] = [1, 0]
+    one_each = (np.zeros(3, np.int64), np.zeros(1024, np.uint16), np.zeros(1024, np.int64))
+    with pytest.raises(ValueError, match="malformed"):
+        _reduce.reduce_many(two, np.zeros((2, 2)), np.zeros((2, 11)), *one_each)
+    two[:, 2] = [0, 1]
+    small = (np.zeros(3, np.int64), np.zeros(1023, np.uint16), np.zeros(1023, np.int64))
     with pytest.raises(ValueError, match="sizes"):
-        _reduce.reduce_many(good, np.zeros((2, 2)), out, hists)
+        _reduce.reduce_many(two, np.zeros((2, 2)), np.zeros((2, 11)), *small)
+    ptr = one_each[0]
+    _reduce.reduce_many(two, np.zeros((2, 2)), np.zeros((2, 11)), *one_each)
+    # 1.0 has sign 0 and biased exponent 127: its binade bin (histogram.py) holds all 4
+    np.testing.assert_array_equal(ptr, [0, 1, 2])
+    np.testing.assert_array_equal(one_each[1][:2], [127, 127])
+    np.testing.assert_array_equal(one_each[2][:2], [4, 4])
+    with pytest.raises(ValueError, match="sizes"):
+        _reduce.reduce_many(good, np.zeros((2, 2)), out, *no_hists)
     with pytest.raises(TypeError, match="writable"):
-        _reduce.reduce_many(good, params, bytes(88), hists)
+        _reduce.reduce_many(good, params, bytes(88), *no_hists)

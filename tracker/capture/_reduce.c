@@ -9,16 +9,20 @@
  * float64 about a shift, min, max, exact zeros), and, where asked, a 512-bin binade histogram,
  * dead-unit and saturation counts.
  *
- * reduce_many(jobs, params, out, hists): all four are C-contiguous buffers (NumPy arrays).
+ * reduce_many(jobs, params, out, ptr, bins, counts): C-contiguous buffers (NumPy arrays).
  *   jobs   int64   (n, 8): data pointer, numel, histogram row (-1: none), histogram stride,
- *                          extra (0 none, 1 dead units, 2 saturation), outer, units, inner
+ *                          extra (0 none, 1 dead units, 2 saturation), outer, units, inner.
+ *                          Histogram rows count up from 0 in job order.
  *   params float64 (n, 2): saturation centre and threshold (|x - centre| > threshold)
  *   out    float64 (n, 11): a stats row per job, columns as STAT_COLUMNS (tracker.names'
  *                          STAT_NAMES; stats.py checks they agree). A row whose moments could
  *                          not be trusted (NaN/Inf in the tensor, or std lost to cancellation)
  *                          has NaN moments and nan_count = inf_count = NaN: recompute it.
- *   hists  int64   (h, 512): zeroed here (with the GIL released: a fresh buffer's first touch
- *                          page-faults), then filled for jobs with a histogram row
+ *   ptr    int64   (h + 1,): histogram r's non-empty bins are bins/counts[ptr[r]:ptr[r + 1]]
+ *   bins   uint16  (>= h * 512,), counts int64 (same length): written up to ptr[h]
+ * Histograms come out sparse (CSR) because a tensor fills a few dozen of the 512 bins: the
+ * dense rows were 4 KiB per tensor per step that the writer kept for a whole segment, a fresh
+ * page to fault in for every one, and a scan for the non-empty bins when the file was written.
  * Data pointers must address `numel` contiguous float32 values that stay alive for the call:
  * the Python caller (stats.py) holds the tensors. Moments ignore nothing: a NaN or Inf makes the
  * sums non-finite, and the row says "recompute precisely". The rows are finished here rather
@@ -35,6 +39,7 @@
 #define LANES 16
 #define N_BINS 512
 #define JOB_FIELDS 8
+#define API_VERSION 2 /* 2: sparse histograms (ptr, bins, counts) */
 /* The stats row, in tracker.names.STAT_NAMES order. */
 enum { COUNT, MEAN, STD, MIN, MAX, NORM, ZERO_FRAC, NAN_COUNT, INF_COUNT, DEAD_FRAC, SAT_FRAC,
        OUT_FIELDS };
@@ -117,8 +122,8 @@ static void moments(const float *x, int64_t n, double shift, Moments *m) {
 }
 
 /* Four sub-histograms so that runs of equal bins do not serialize on one counter. uint32 keeps
- * them at 8 KiB, beside the data in L1; they are folded into `out` at least every 2^30 samples
- * per sub-histogram, so they cannot overflow. */
+ * them at 8 KiB, beside the data in L1; they are folded into `out` (N_BINS counts, zeroed by the
+ * caller) at least every 2^30 samples per sub-histogram, so they cannot overflow. */
 static void histogram(const float *x, int64_t n, int64_t stride, int64_t *out) {
     static const int64_t CHUNK = (int64_t)1 << 30;
     uint32_t sub[4][N_BINS];
@@ -234,6 +239,17 @@ static void finish_row(double *r, int64_t numel, double shift, const Moments *m)
     }
 }
 
+/* Append the non-empty bins of one dense row; returns the new number of entries. */
+static int64_t emit_sparse(const int64_t *dense, int64_t nnz, uint16_t *bins, int64_t *counts) {
+    for (int b = 0; b < N_BINS; b++) {
+        if (dense[b]) {
+            bins[nnz] = (uint16_t)b;
+            counts[nnz++] = dense[b];
+        }
+    }
+    return nnz;
+}
+
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name) {
     int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) {
@@ -245,39 +261,57 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *
 }
 
 static PyObject *reduce_many(PyObject *self, PyObject *args) {
-    PyObject *jobs_obj, *params_obj, *out_obj, *hists_obj;
-    if (!PyArg_ParseTuple(args, "OOOO", &jobs_obj, &params_obj, &out_obj, &hists_obj)) return NULL;
-    Py_buffer jobs, params, out, hists;
+    PyObject *jobs_obj, *params_obj, *out_obj, *ptr_obj, *bins_obj, *counts_obj;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &jobs_obj, &params_obj, &out_obj, &ptr_obj, &bins_obj,
+                          &counts_obj))
+        return NULL;
+    Py_buffer jobs, params, out, ptr, bins, counts;
     if (get_buffer(jobs_obj, &jobs, 0, "jobs") < 0) return NULL;
     if (get_buffer(params_obj, &params, 0, "params") < 0) goto fail_jobs;
     if (get_buffer(out_obj, &out, 1, "out") < 0) goto fail_params;
-    if (get_buffer(hists_obj, &hists, 1, "hists") < 0) goto fail_out;
+    if (get_buffer(ptr_obj, &ptr, 1, "ptr") < 0) goto fail_out;
+    if (get_buffer(bins_obj, &bins, 1, "bins") < 0) goto fail_ptr;
+    if (get_buffer(counts_obj, &counts, 1, "counts") < 0) goto fail_bins;
 
     Py_ssize_t n = jobs.len / (Py_ssize_t)(JOB_FIELDS * sizeof(int64_t));
-    Py_ssize_t n_hists = hists.len / (Py_ssize_t)(N_BINS * sizeof(int64_t));
+    Py_ssize_t n_hists = ptr.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t capacity = counts.len / (Py_ssize_t)sizeof(int64_t);
     if (jobs.len != n * (Py_ssize_t)(JOB_FIELDS * sizeof(int64_t)) ||
         params.len != n * (Py_ssize_t)(2 * sizeof(double)) ||
-        out.len != n * (Py_ssize_t)(OUT_FIELDS * sizeof(double)) ||
-        hists.len != n_hists * (Py_ssize_t)(N_BINS * sizeof(int64_t))) {
-        PyErr_SetString(PyExc_ValueError, "reduce_many: buffer sizes do not match (n, 8), (n, 2), (n, 11), (h, 512)");
+        out.len != n * (Py_ssize_t)(OUT_FIELDS * sizeof(double)) || n_hists < 0 ||
+        ptr.len != (n_hists + 1) * (Py_ssize_t)sizeof(int64_t) ||
+        counts.len != capacity * (Py_ssize_t)sizeof(int64_t) ||
+        bins.len != capacity * (Py_ssize_t)sizeof(uint16_t) || capacity < n_hists * N_BINS) {
+        PyErr_SetString(PyExc_ValueError,
+                        "reduce_many: buffer sizes do not match (n, 8), (n, 2), (n, 11), (h + 1,), "
+                        "uint16 and int64 (>= h * 512,)");
         goto fail_all;
     }
     const int64_t *job = (const int64_t *)jobs.buf;
+    Py_ssize_t next_hist = 0;
     for (Py_ssize_t j = 0; j < n; j++) {
         const int64_t *f = job + j * JOB_FIELDS;
-        if (f[0] == 0 || f[1] < 1 || f[2] >= n_hists || (f[2] >= 0 && f[3] < 1) ||
-            (f[4] == 1 && f[5] * f[6] * f[7] != f[1])) {
+        int hist_ok = f[2] < 0 || (f[2] == next_hist && f[2] < n_hists && f[3] >= 1);
+        if (f[0] == 0 || f[1] < 1 || !hist_ok || (f[4] == 1 && f[5] * f[6] * f[7] != f[1])) {
             PyErr_Format(PyExc_ValueError, "reduce_many: job %zd is malformed", j);
             goto fail_all;
         }
+        next_hist += f[2] >= 0;
+    }
+    if (next_hist != n_hists) {
+        PyErr_SetString(PyExc_ValueError, "reduce_many: ptr must have one entry per histogram + 1");
+        goto fail_all;
     }
     const double *param = (const double *)params.buf;
     double *result = (double *)out.buf;
-    int64_t *hist = (int64_t *)hists.buf;
+    int64_t *row_ptr = (int64_t *)ptr.buf;
+    uint16_t *bin_out = (uint16_t *)bins.buf;
+    int64_t *count_out = (int64_t *)counts.buf;
+    int64_t nnz = 0;
     int out_of_memory = 0;
 
     Py_BEGIN_ALLOW_THREADS
-    memset(hist, 0, (size_t)n_hists * N_BINS * sizeof(int64_t));
+    if (n_hists >= 0) row_ptr[0] = 0;
     for (Py_ssize_t j = 0; j < n; j++) {
         const int64_t *f = job + j * JOB_FIELDS;
         const float *x = (const float *)(uintptr_t)f[0];
@@ -294,14 +328,21 @@ static PyObject *reduce_many(PyObject *self, PyObject *args) {
         } else if (f[4] == 2) {
             extra = saturated(x, numel, (float)param[2 * j], (float)param[2 * j + 1]);
         }
-        if (f[2] >= 0) histogram(x, numel, f[3], hist + f[2] * N_BINS);
+        if (f[2] >= 0) {
+            int64_t dense[N_BINS] = {0};
+            histogram(x, numel, f[3], dense);
+            nnz = emit_sparse(dense, nnz, bin_out, count_out);
+            row_ptr[f[2] + 1] = nnz;
+        }
         finish_row(r, numel, shift, &m);
         r[DEAD_FRAC] = (f[4] == 1 && f[6] > 0) ? (double)extra / (double)f[6] : NAN;
         r[SAT_FRAC] = f[4] == 2 ? (double)extra / (double)numel : NAN;
     }
     Py_END_ALLOW_THREADS
 
-    PyBuffer_Release(&hists);
+    PyBuffer_Release(&counts);
+    PyBuffer_Release(&bins);
+    PyBuffer_Release(&ptr);
     PyBuffer_Release(&out);
     PyBuffer_Release(&params);
     PyBuffer_Release(&jobs);
@@ -309,7 +350,11 @@ static PyObject *reduce_many(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 
 fail_all:
-    PyBuffer_Release(&hists);
+    PyBuffer_Release(&counts);
+fail_bins:
+    PyBuffer_Release(&bins);
+fail_ptr:
+    PyBuffer_Release(&ptr);
 fail_out:
     PyBuffer_Release(&out);
 fail_params:
@@ -321,7 +366,8 @@ fail_jobs:
 
 static PyMethodDef methods[] = {
     {"reduce_many", reduce_many, METH_VARARGS,
-     "reduce_many(jobs, params, out, hists): summarize many float32 tensors, GIL released."},
+     "reduce_many(jobs, params, out, ptr, bins, counts): summarize many float32 tensors, "
+     "histograms sparse, GIL released."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -347,6 +393,8 @@ PyMODINIT_FUNC PyInit__reduce(void) {
         Py_DECREF(columns);
         goto fail;
     }
+    /* Bumped when reduce_many's arguments change; stats.py ignores a build of another one. */
+    if (PyModule_AddIntConstant(mod, "API_VERSION", API_VERSION) < 0) goto fail;
     return mod;
 fail:
     Py_DECREF(mod);

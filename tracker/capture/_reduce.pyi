@@ -2,7 +2,13 @@
 import numpy as np
 
 STAT_COLUMNS: tuple[str, ...]
+API_VERSION: int
 
 def reduce_many(
-    jobs: np.ndarray, params: np.ndarray, out: np.ndarray, hists: np.ndarray
+    jobs: np.ndarray,
+    params: np.ndarray,
+    out: np.ndarray,
+    ptr: np.ndarray,
+    bins: np.ndarray,
+    counts: np.ndarray,
 ) -> None: ...

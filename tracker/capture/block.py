@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracker.capture.histogram import N_BINS
+from tracker.capture.histrows import HistogramRows
 from tracker.capture.snapshot import Snapshot
 from tracker.names import STAT_NAMES
 
 SeriesKey = tuple[str, str, str]  # layer, quantity, part
-_NO_HISTOGRAMS = np.zeros((0, N_BINS), dtype=np.int64)
 
 
 @dataclass
@@ -47,7 +46,7 @@ class StepBlock:
     flags: np.ndarray  # int64 (n,): GRAD_ENABLED | TRAINING_MODE | PROBE bits (step.py)
     stats: np.ndarray  # float64 (n, len(STAT_NAMES))
     hist_rows: np.ndarray  # int64 (n,): the row's histogram in ``hists``, -1 if none
-    hists: np.ndarray  # int64 (h, N_BINS)
+    hists: HistogramRows  # h histograms, sparse
     snapshots: list[Snapshot | None] | None = None  # per row, or None if no row has one
 
     def __post_init__(self) -> None:
@@ -56,8 +55,8 @@ class StepBlock:
             raise ValueError(f"stats must be ({n}, {len(STAT_NAMES)}), got {self.stats.shape}")
         if self.calls.shape != (n,) or self.flags.shape != (n,) or self.hist_rows.shape != (n,):
             raise ValueError(f"calls, flags and hist_rows must have {n} entries")
-        if self.hists.ndim != 2 or self.hists.shape[1] != N_BINS:
-            raise ValueError(f"hists must be (h, {N_BINS}), got {self.hists.shape}")
+        if len(self.hists) != int((self.hist_rows >= 0).sum()):
+            raise ValueError(f"{len(self.hists)} histograms for {(self.hist_rows >= 0).sum()} rows")
         if self.snapshots is not None and len(self.snapshots) != n:
             raise ValueError(f"snapshots must have {n} entries")
 
@@ -81,7 +80,7 @@ class StepBlock:
                 len(summaries), len(STAT_NAMES)
             ),
             np.array(hist_rows, dtype=np.int64),
-            np.array(hists, dtype=np.int64).reshape(-1, N_BINS) if hists else _NO_HISTOGRAMS,
+            HistogramRows.from_dense(np.array(hists)) if hists else HistogramRows.empty(),
             snapshots if any(s is not None for s in snapshots) else None,
         )
 
@@ -113,7 +112,7 @@ class StepBlock:
             self.flags[keep],
             self.stats[keep],
             renumbered,
-            self.hists[kept_hist[has]],
+            self.hists.take(kept_hist[has]),
             None
             if self.snapshots is None
             else [s for s, ok in zip(self.snapshots, keep, strict=True) if ok],

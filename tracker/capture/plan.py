@@ -20,6 +20,7 @@ from torch import Tensor
 from tracker.capture import stats
 from tracker.capture.block import StepBlock
 from tracker.capture.histogram import N_BINS, sample_stride
+from tracker.capture.histrows import HistogramRows
 from tracker.capture.step import TensorEntry
 from tracker.names import STAT_INDEX, STAT_NAMES
 
@@ -45,6 +46,10 @@ class StepPlan:
     kernel_histograms: int
     histogram: bool
     histogram_max_elements: int | None
+    # The kernel's histogram output, reused by every step of the plan (one worker thread runs
+    # a Planner): a fresh (h * 512) buffer per step cost a page fault per 4 KiB touched.
+    scratch_bins: np.ndarray  # uint16 (kernel_histograms * N_BINS,)
+    scratch_counts: np.ndarray  # int64 (same)
 
 
 def _kind(entry: TensorEntry) -> stats.ActivationKind:
@@ -116,11 +121,16 @@ def build_plan(entries: Sequence[TensorEntry], histogram: bool, hist_max: int | 
         kernel_histograms=jobs.histograms,
         histogram=histogram,
         histogram_max_elements=hist_max,
+        scratch_bins=np.empty(jobs.histograms * N_BINS, dtype=np.uint16),
+        scratch_counts=np.empty(jobs.histograms * N_BINS, dtype=np.int64),
     )
 
 
 class Planner:
-    """Reduces a step's entries to a StepBlock, reusing the plans of layouts seen before."""
+    """Reduces a step's entries to a StepBlock, reusing the plans of layouts seen before.
+
+    Not thread-safe: plans own scratch buffers, so one thread (the stats worker) uses a Planner.
+    """
 
     def __init__(self) -> None:
         self._plans: dict[Hashable, StepPlan] = {}
@@ -153,14 +163,17 @@ def run_plan(plan: StepPlan, tensors: Sequence[Tensor]) -> StepBlock:
     if len(plan.kernel_rows):
         jobs = plan.jobs.copy()
         jobs[:, 0] = [tensors[i].data_ptr() for i in plan.kernel_rows]
-        kernel_hists = np.empty((plan.kernel_histograms, N_BINS), dtype=np.int64)  # zeroed in C
+        ptr = np.empty(plan.kernel_histograms + 1, dtype=np.int64)
+        bins, counts = plan.scratch_bins, plan.scratch_counts
         # `tensors` keeps every pointed-to tensor alive until the call returns.
-        stats._reduce.reduce_many(jobs, plan.params, kernel, kernel_hists)
+        stats._reduce.reduce_many(jobs, plan.params, kernel, ptr, bins, counts)
         for j in np.flatnonzero(np.isnan(kernel[:, _NAN])):  # NaN/Inf or cancellation: redo
             stats._precise(tensors[plan.kernel_rows[j]].detach(), kernel[j])
         if kernel is not rows:
             rows[plan.kernel_rows] = kernel
-        histograms.append(kernel_hists)
+        if plan.kernel_histograms:
+            nnz = int(ptr[-1])  # copied out of the scratch, which the next step overwrites
+            histograms.append(HistogramRows(ptr, bins[:nnz].copy(), counts[:nnz].copy()))
     if plan.other_rows:
         batch = stats.StatsBatch()
         for i in plan.other_rows:
@@ -173,9 +186,7 @@ def run_plan(plan: StepPlan, tensors: Sequence[Tensor]) -> StepBlock:
         result = batch.resolve()
         rows[list(plan.other_rows)] = result.rows
         if plan.histogram:
-            histograms.append(np.array(result.histograms, dtype=np.int64).reshape(-1, N_BINS))
-    if plan.histogram and histograms:
-        hists = np.concatenate(histograms) if len(histograms) > 1 else histograms[0]
-    else:
-        hists = np.zeros((0, N_BINS), dtype=np.int64)
+            dense = np.array(result.histograms, dtype=np.int64).reshape(-1, N_BINS)
+            histograms.append(HistogramRows.from_dense(dense))
+    hists = HistogramRows.concat(histograms) if plan.histogram else HistogramRows.empty()
     return StepBlock(plan.keys, plan.calls, plan.flags, rows, plan.hist_rows, hists)

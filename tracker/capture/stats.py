@@ -21,15 +21,29 @@ import torch
 from torch import Tensor
 
 from tracker.capture.histogram import N_BINS, binade_histogram, numpy_histogram, sample_stride
+from tracker.capture.histrows import HistogramRows
 from tracker.names import STAT_INDEX, STAT_NAMES
 
+_REBUILD = "reinstall tracker with a C compiler present (pip install -e . in a checkout)"
 try:  # built by `pip install` from _reduce.c; optional (setup.py)
     from tracker.capture import _reduce
+
+    KERNEL_STATUS = "built"
 except ImportError:  # pragma: no cover - exercised only on installs without a C compiler
     _reduce = None  # type: ignore[assignment]
-# The kernel writes stats rows itself; one built from an older _reduce.c would not match.
-if _reduce is not None and getattr(_reduce, "STAT_COLUMNS", None) != STAT_NAMES:
-    _reduce = None  # type: ignore[assignment]  # pragma: no cover - a stale build
+    KERNEL_STATUS = f"not built, so stats are reduced with NumPy (several times slower): {_REBUILD}"
+# The kernel writes stats rows itself and takes sparse histogram buffers (API 2); a build from
+# an older _reduce.c would not match, and is ignored rather than called wrongly.
+_KERNEL_API = 2
+if _reduce is not None and (
+    getattr(_reduce, "STAT_COLUMNS", None) != STAT_NAMES
+    or getattr(_reduce, "API_VERSION", None) != _KERNEL_API
+):  # pragma: no cover - a stale build
+    KERNEL_STATUS = (
+        f"stale (built from an older _reduce.c, API {getattr(_reduce, 'API_VERSION', 1)}, "
+        f"this tracker needs {_KERNEL_API}), so stats are reduced with NumPy: {_REBUILD}"
+    )
+    _reduce = None  # type: ignore[assignment]
 
 ActivationKind = Literal["relu", "sigmoid", "tanh"] | None
 Reduction = Literal["kernel", "numpy", "torch"]
@@ -125,18 +139,23 @@ class _KernelJobs:
         inside. Rows the kernel could not trust have nan_count NaN (see _precise)."""
         n = len(self.jobs)
         out = np.empty((n, N_STATS), dtype=np.float64)
-        hists = np.empty((self.histograms, N_BINS), dtype=np.int64)  # zeroed in C
         if not n:
-            return out, hists
+            return out, np.zeros((0, N_BINS), dtype=np.int64)
         if _reduce is None:
             raise RuntimeError("the compiled reductions are not installed; use the NumPy path")
+        ptr = np.empty(self.histograms + 1, dtype=np.int64)
+        bins = np.empty(self.histograms * N_BINS, dtype=np.uint16)
+        counts = np.empty(self.histograms * N_BINS, dtype=np.int64)
         _reduce.reduce_many(
             np.array(self.jobs, dtype=np.int64).reshape(n, 8),
             np.array(self.params, dtype=np.float64).reshape(n, 2),
             out,
-            hists,
+            ptr,
+            bins,
+            counts,
         )
-        return out, hists
+        nnz = int(ptr[-1])
+        return out, HistogramRows(ptr, bins[:nnz], counts[:nnz]).dense()
 
 
 class StatsBatch:

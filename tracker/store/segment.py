@@ -43,7 +43,7 @@ import h5py
 import numpy as np
 
 from tracker.capture.block import StepBlock, Summary
-from tracker.capture.histogram import N_BINS
+from tracker.capture.histrows import HistogramRows
 from tracker.capture.snapshot import Snapshot, decode_snapshot
 from tracker.errors import SchemaVersionError, StoreError
 from tracker.names import STAT_NAMES, decode, encode
@@ -69,7 +69,7 @@ class SeriesColumns:
     index: np.ndarray  # int64 (r, 3): step, call, flags
     stats: np.ndarray  # float64 (r, S)
     hist_index: np.ndarray  # int64 (h, 3)
-    hists: np.ndarray  # int64 (h, N_BINS)
+    hists: HistogramRows  # h histograms, sparse
     snapshots: dict[tuple[int, int], tuple[int, Snapshot]]  # (step, call) -> (flags, snapshot)
 
 
@@ -123,13 +123,13 @@ class SegmentBuilder:
             self.steps.append(step)
         self._blocks.append((step, block))
         self.nbytes += 24 * len(block) + block.stats.nbytes + block.snapshot_bytes()
-        if len(block.hists):  # stored sparse: ~10 bytes per non-empty bin
-            self.nbytes += 24 * len(block.hists) + 10 * int(np.count_nonzero(block.hists))
+        if len(block.hists):  # as stored: 10 bytes per non-empty bin, 8 + 24 per histogram
+            self.nbytes += 32 * len(block.hists) + 10 * block.hists.nnz
 
     def series(self) -> dict[SeriesKey, SeriesColumns]:
         """Every series' rows, in the order they were added (a step logged twice keeps the
         first snapshot of each call: one dataset per step and call)."""
-        pieces: dict[SeriesKey, list[tuple[np.ndarray, ...]]] = {}
+        pieces: dict[SeriesKey, list[tuple[Any, ...]]] = {}
         width = max((len(b) for _, b in self._blocks), default=0)
         for keys, members in self._layouts().items():
             seq = np.array(members, dtype=np.int64)
@@ -151,11 +151,12 @@ class SegmentBuilder:
             if len(parts) == 1:  # one layout holds the series: its rows are in order already
                 columns = list(parts[0])
             else:
-                columns = [np.concatenate([p[c] for p in parts]) for c in range(6)]
+                columns = [np.concatenate([p[c] for p in parts]) for c in range(5)]
                 rows = np.argsort(columns[0], kind="stable")
                 hist_rows = np.argsort(columns[3], kind="stable")
                 columns[1:3] = [columns[1][rows], columns[2][rows]]
-                columns[4:6] = [columns[4][hist_rows], columns[5][hist_rows]]
+                columns[4] = columns[4][hist_rows]
+                columns.append(HistogramRows.concat([p[5] for p in parts]).take(hist_rows))
             out[key] = SeriesColumns(
                 columns[1], columns[2], columns[4], columns[5], snapshots.get(key, {})
             )
@@ -182,40 +183,23 @@ class SegmentBuilder:
 
 def _histograms_by_row(
     blocks: list[StepBlock],
-) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
-    """For blocks of one layout: row j -> (which blocks have its histogram, those (h, 512)).
+) -> Callable[[int], tuple[np.ndarray, HistogramRows]]:
+    """For blocks of one layout: row j -> (which blocks have its histogram, those histograms).
 
-    Plans give a step either a histogram for every row, in row order, or none (plan.py), so
-    the usual case stacks the blocks that have them and slices each row's out as a view;
-    anything else is gathered row by row.
+    All the blocks' histograms are joined once; each row's are then taken out of the join by
+    index (plans give a step a histogram for every row, in row order, or none: plan.py).
     """
-    n = len(blocks[0])
-    full = np.array(
-        [len(b.hists) == n and bool((b.hist_rows == np.arange(n)).all()) for b in blocks]
-    )
-    empty = np.array([bool((b.hist_rows < 0).all()) for b in blocks])
-    if (full | empty).all():
-        stacked = (
-            np.stack([b.hists for b, f in zip(blocks, full, strict=True) if f])
-            if full.any()
-            else None
-        )
-
-        def by_row(j: int) -> tuple[np.ndarray, np.ndarray]:
-            if stacked is None:
-                return full, np.zeros((0, N_BINS), dtype=np.int64)
-            return full, stacked[:, j]
-
-        return by_row
-    hist_rows = np.stack([b.hist_rows for b in blocks])
+    hist_rows = np.stack([b.hist_rows for b in blocks])  # (m, n)
     first = np.cumsum([0] + [len(b.hists) for b in blocks[:-1]])
-    everything = np.concatenate([b.hists for b in blocks])
+    everything = HistogramRows.concat([b.hists for b in blocks if len(b.hists)])
 
-    def gathered(j: int) -> tuple[np.ndarray, np.ndarray]:
+    def by_row(j: int) -> tuple[np.ndarray, HistogramRows]:
         has = hist_rows[:, j] >= 0
-        return has, everything[(first + hist_rows[:, j])[has]]
+        if not has.any():
+            return has, HistogramRows.empty()
+        return has, everything.take((first + hist_rows[:, j])[has])
 
-    return gathered
+    return by_row
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -249,22 +233,51 @@ def root_attrs(
 def put_array(
     group: h5py.Group, name: str, data: np.ndarray, options: dict[str, Any] | None = None
 ) -> h5py.Dataset:
+    """Create dataset ``name`` holding ``data`` and return it (see write_array)."""
+    data = np.ascontiguousarray(data)
+    if data.ndim == 0 or data.size == 0 or options:
+        return _put_with_h5py(group, name, data, options)
+    return h5py.Dataset(_create_raw(group, name, data))
+
+
+def write_array(
+    group: h5py.Group, name: str, data: np.ndarray, options: dict[str, Any] | None = None
+) -> None:
     """Create dataset ``name`` holding ``data``; uncompressed ones skip h5py's Python layers.
 
-    h5py's create_dataset costs ~45 us per call, HDF5 itself ~18 us; a segment has hundreds of
-    small datasets, so the low-level path is what lets a segment write keep up with raw writes.
-    Names must be ASCII (they are URL-quoted, I5).
+    h5py's create_dataset costs ~45 us per call and its Dataset wrapper alone ~25 us, HDF5 itself
+    ~18 us; a segment has hundreds of small datasets, so the low-level path, without a wrapper
+    nobody reads, is what lets a segment write keep up with raw writes. Names must be ASCII
+    (they are URL-quoted, I5).
     """
     data = np.ascontiguousarray(data)
-    if data.ndim == 0 or data.size == 0:
-        return group.create_dataset(name, data=data)
-    if options:
+    if data.ndim == 0 or data.size == 0 or options:
+        _put_with_h5py(group, name, data, options)
+    else:
+        _create_raw(group, name, data)
+
+
+def _put_with_h5py(
+    group: h5py.Group, name: str, data: np.ndarray, options: dict[str, Any] | None
+) -> h5py.Dataset:
+    if options and data.ndim and data.size:
         return group.create_dataset(name, data=data, chunks=data.shape, **options)
-    tid = h5py.h5t.py_create(data.dtype, logical=True)
+    return group.create_dataset(name, data=data)
+
+
+# HDF5 type ids of the dtypes stored, made once: py_create costs ~10 us a call. They are
+# in-memory types, not tied to a file.
+_TYPE_IDS: dict[np.dtype, Any] = {}
+
+
+def _create_raw(group: h5py.Group, name: str, data: np.ndarray) -> Any:
+    tid = _TYPE_IDS.get(data.dtype)
+    if tid is None:
+        tid = _TYPE_IDS[data.dtype] = h5py.h5t.py_create(data.dtype, logical=True)
     space = h5py.h5s.create_simple(data.shape)
     dsid = h5py.h5d.create(group.id, name.encode("ascii"), tid, space)
     dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
-    return h5py.Dataset(dsid)
+    return dsid
 
 
 def write_segment(
@@ -290,7 +303,7 @@ def write_segment(
             )
         )
         f.attrs["layer_shapes"] = json.dumps(builder.batch.shapes)
-        put_array(f, "steps", np.asarray(builder.steps, dtype=np.int64))
+        write_array(f, "steps", np.asarray(builder.steps, dtype=np.int64))
         series = f.create_group("series")
         for (layer, quantity, part), columns in builder.series().items():
             g = (
@@ -298,8 +311,8 @@ def write_segment(
                 .require_group(quantity)
                 .create_group(encode(part))
             )
-            put_array(g, "index", columns.index)
-            put_array(g, "stats", columns.stats)
+            write_array(g, "index", columns.index)
+            write_array(g, "stats", columns.stats)
             if len(columns.hists):
                 _write_histograms(g, columns.hist_index, columns.hists)
             if columns.snapshots:
@@ -323,29 +336,23 @@ def write_snapshots(
     ndim = max(len(e[3].full_shape) for e in entries)
     info = np.zeros((len(entries), 2 + ndim), dtype=np.int64)
     for i, (step, call, _, snap) in enumerate(entries):
-        put_array(snaps, f"{step}.{call}", snap.data, options)
+        write_array(snaps, f"{step}.{call}", snap.data, options)
         if snap.dtype not in dtypes:
             dtypes.append(snap.dtype)
         info[i, :2] = dtypes.index(snap.dtype), len(snap.full_shape)
         info[i, 2 : 2 + len(snap.full_shape)] = snap.full_shape
     index = np.asarray([e[:3] for e in entries], dtype=np.int64)
-    put_array(group, "snapshot_index", index)
-    put_array(group, "snapshot_info", info)
+    write_array(group, "snapshot_index", index)
+    write_array(group, "snapshot_info", info)
     group.attrs["snapshot_dtypes"] = ",".join(dtypes)
 
 
-def _write_histograms(g: h5py.Group, index: np.ndarray, hists: np.ndarray) -> None:
-    """Dense (h, 512) counts stored sparse: the non-empty bins of each row, in CSR form."""
-    flat = np.flatnonzero(hists)  # row-major positions, faster than a 2-D nonzero()
-    rows, bins = np.divmod(flat, N_BINS)
-    ptr = np.zeros(len(hists) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=len(hists)), out=ptr[1:])
-    put_array(g, "hist_index", index)
-    put_array(g, "hist_ptr", ptr)
-    put_array(g, "hist_bins", bins.astype(np.uint16))
-    put_array(
-        g, "hist_counts", hists.reshape(-1)[flat] if hists.flags.c_contiguous else hists[rows, bins]
-    )
+def _write_histograms(g: h5py.Group, index: np.ndarray, hists: HistogramRows) -> None:
+    """The histograms as they are kept: the non-empty bins of each row, in CSR form."""
+    write_array(g, "hist_index", index)
+    write_array(g, "hist_ptr", hists.ptr)
+    write_array(g, "hist_bins", hists.bins)
+    write_array(g, "hist_counts", hists.counts)
 
 
 def _write_batch(f: h5py.File, batch: Batch) -> None:
@@ -358,13 +365,13 @@ def _write_batch(f: h5py.File, batch: Batch) -> None:
     metrics = g.create_group("metrics")
     for name, rows in by_name.items():
         mg = metrics.create_group(encode(name))
-        put_array(mg, "steps", np.asarray([r[1] for r in rows], dtype=np.int64))
-        put_array(mg, "values", np.asarray([r[2] for r in rows], dtype=np.float64))
+        write_array(mg, "steps", np.asarray([r[1] for r in rows], dtype=np.int64))
+        write_array(mg, "values", np.asarray([r[2] for r in rows], dtype=np.float64))
         epochs = [-1 if r[3] is None else r[3] for r in rows]
-        put_array(mg, "epochs", np.asarray(epochs, dtype=np.int64))
-        put_array(mg, "times", np.asarray([r[4] for r in rows], dtype=np.float64))
+        write_array(mg, "epochs", np.asarray(epochs, dtype=np.int64))
+        write_array(mg, "times", np.asarray([r[4] for r in rows], dtype=np.float64))
     rows_e = [(e, lo, hi) for e, (lo, hi) in sorted(batch.epochs.items())]
-    put_array(g, "epochs", np.asarray(rows_e, dtype=np.int64).reshape(-1, 3))
+    write_array(g, "epochs", np.asarray(rows_e, dtype=np.int64).reshape(-1, 3))
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -484,10 +491,7 @@ def read_histograms(f: h5py.File, key: SeriesKey) -> tuple[np.ndarray, np.ndarra
     if found is None:
         return None
     index, ptr, bins, counts = found
-    dense = np.zeros((len(index), N_BINS), dtype=np.int64)
-    rows = np.repeat(np.arange(len(index)), np.diff(ptr))
-    dense[rows, bins.astype(np.int64)] = counts
-    return index, dense
+    return index, HistogramRows(ptr, bins, counts).dense()
 
 
 def snapshot_entries(f: h5py.File, key: SeriesKey) -> np.ndarray:
