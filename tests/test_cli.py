@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import tracker
@@ -101,6 +102,20 @@ def test_doctor_dry_run_then_repair(tmp_path: Path) -> None:
     assert fix.exit_code == 0 and "done: delete" in fix.output and not tmp.exists()
     clean = CliRunner().invoke(main, ["doctor", "--store", str(root)])
     assert clean.exit_code == 0 and "no problems found" in clean.output
+
+
+def test_doctor_says_whether_the_stats_kernel_is_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracker.capture import stats
+
+    root = tmp_path / "s"
+    _synthetic_store(root)
+    built = CliRunner().invoke(main, ["doctor", "--store", str(root)])
+    assert f"stats kernel: {stats.KERNEL_STATUS}" in built.output
+    monkeypatch.setattr(stats, "KERNEL_STATUS", "stale (API 1): reinstall")
+    stale = CliRunner().invoke(main, ["doctor", "--store", str(root)])
+    assert stale.exit_code == 0 and "stats kernel: stale (API 1): reinstall" in stale.output
 
 
 def test_rm_asks_then_deletes_files_and_rows(tmp_path: Path) -> None:

@@ -149,6 +149,20 @@ def test_watch_is_idempotent_and_close_removes_every_hook(store_path: Path) -> N
         assert run.watch(model) is not watch  # a closed handle is replaced
 
 
+def test_watch_warns_when_the_stats_kernel_is_missing(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import tracker.run as run_module
+
+    with tracker.init(project="p", store=store_path) as run, caplog.at_level(logging.WARNING):
+        run.watch(_model())
+        assert "stats kernel" not in caplog.text  # built in this install
+        monkeypatch.setattr(run_module, "kernel_available", lambda: False)
+        monkeypatch.setattr(run_module, "KERNEL_STATUS", "not built, so stats use NumPy")
+        run.watch(_model(), prefix="second.")
+    assert "the stats kernel is not built, so stats use NumPy" in caplog.text
+
+
 def test_watch_rejects_bad_arguments(store_path: Path) -> None:
     with tracker.init(project="p", store=store_path) as run:
         with pytest.raises(tracker.InvalidArgumentError, match=r"torch\.nn\.Module"):

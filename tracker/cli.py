@@ -184,9 +184,14 @@ def _run_ids(opened: Store, runs: Sequence[str], project: str | None) -> list[st
 def doctor(store: str | None, dry_run: bool, checksums: bool, delete_orphans: bool) -> None:
     """Check the store's files against its catalog and repair what can be repaired.
 
-    Exits with 1 if a problem is left (in a dry run: if any was found).
+    Also says whether this install's stats kernel is usable (without it, tracking a training
+    run costs more). Exits with 1 if a problem is left in the store (in a dry run: if any was
+    found).
     """
+    from tracker.capture.stats import KERNEL_STATUS
     from tracker.store.doctor import diagnose
+
+    click.echo(f"stats kernel: {KERNEL_STATUS}")
 
     with Store.open(store, recover=False) as opened:  # recovery on open would repair already
         findings = diagnose(

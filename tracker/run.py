@@ -28,6 +28,7 @@ from tracker.capture.engine import Engine, StepItem
 from tracker.capture.layers import LayerSelector, select_layers, unwrap
 from tracker.capture.policy import SnapshotDtype, WatchPolicy
 from tracker.capture.probe import Probe
+from tracker.capture.stats import KERNEL_STATUS, kernel_available
 from tracker.capture.watch import Watch
 from tracker.config import Settings
 from tracker.errors import InvalidArgumentError, StoreError, TrackerError
@@ -275,6 +276,8 @@ class Run:
                 raise
             watch.begin_step(self._next_step())
             self._watches.append(watch)
+            if not kernel_available():  # tracking works, but costs the training more
+                log.warning("tracker: the stats kernel is %s", KERNEL_STATUS)
             if schedule is not None and self.owner:  # one pass per run, on rank 0
                 self._top_k.append(schedule)
         if not self.owner:  # rank 0 registers the layers (same model on every rank)
