@@ -159,18 +159,21 @@ def test_hooks_come_off_between_recorded_steps_and_recorded_steps_still_match(
     torch.manual_seed(0)
     model = factory(True)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    hooked = []
+    forward_hooked, param_hooked = [], []
     with tracker.init(project="capture", store=store_path) as run:
         run.watch(model, every=3, histogram_every=3, snapshot_every=3)
         for step, (x, y) in enumerate(data):
-            hooked.append(bool(model[0]._forward_hooks) and bool(model[0].weight._backward_hooks))
+            forward_hooked.append(bool(model[0]._forward_hooks))
+            param_hooked.append(bool(model[0].weight._backward_hooks))
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             run.log({"loss": loss.item()}, step=step)
-    # On for recorded steps and the step after (its backward must not write a .grad being read).
-    assert hooked == [True, True, False, True, True, False, True]
+    # Forward hooks only for recorded steps; parameter hooks also for the step after (its
+    # backward must not write a .grad being read).
+    assert forward_hooked == [True, False, False, True, False, False, True]
+    assert param_hooked == [True, True, False, True, True, False, True]
     expected = _reference(factory, data)
     recorded = [
         s if i % 3 == 0 else dataclasses.replace(s, tensors={}) for i, s in enumerate(expected)
@@ -200,8 +203,8 @@ def test_hooks_stay_on_once_torch_compile_has_run(
             model(torch.randn(2, 4)).sum().backward()
             run.log(step=step)
             states.append(bool(model[0]._forward_hooks))
-    # Off only for step 2; back on (with a warning) for step 3 and never off again.
-    assert states == [True, False, True, True, True, True, True]
+    # Off for steps 1 and 2; back on (with a warning) for step 3 and never off again.
+    assert states == [False, False, True, True, True, True, True]
     assert len(errors) == 1 and "torch.compile compiled code while" in errors[0]
 
 

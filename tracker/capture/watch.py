@@ -92,7 +92,6 @@ class Watch:
         self.detector = detector  # tracker.alerts.ProblemWatcher, or None
         self._probing = False
         self._probe_outputs: list[Tensor] = []
-        self._handles: list[RemovableHandle] = []
         self._lock = threading.Lock()  # guards buffers: backward may run hooks on other threads
         self._closed = False
         self._recording = False
@@ -111,8 +110,9 @@ class Watch:
         self._compiled = getattr(model, "_orig_mod", None) is not None
         self._eager_forward_seen = False
         self._frames_when_detached: int | None = None
-        self._attached = False
-        self._set_hooks(True)
+        self._forward_handles: list[RemovableHandle] = []
+        self._param_handles: list[RemovableHandle] = []
+        self._set_hooks(True, True)
 
     @property
     def layers(self) -> list[str]:
@@ -158,9 +158,9 @@ class Watch:
         previous = self._recording
         self._recording = stats and not self._closed
         self._hist, self._snap = hist, snap
-        # The step after a recorded one keeps the hooks too: its backward must wait before it
-        # adds into a .grad the worker may still be reading (_before_grad_accumulates).
-        self._set_hooks(self._recording or previous)
+        # The step after a recorded one keeps the parameter hooks: its backward must wait before
+        # it adds into a .grad the worker may still be reading (_before_grad_accumulates).
+        self._set_hooks(forward=self._recording, params=self._recording or previous)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -229,17 +229,19 @@ class Watch:
 
     # -- hooks ----------------------------------------------------------------------------------
 
-    def _set_hooks(self, wanted: bool) -> None:
-        """Attach the hooks for a step that needs them, take them off for one that does not.
+    def _set_hooks(self, forward: bool, params: bool) -> None:
+        """Attach the hooks a step needs and take off those it does not.
 
         Even a hook that returns at once costs each module call ~12 us of torch's hook
         dispatch, and each parameter a Python call in backward: on a small model that is several
-        percent of a step that records nothing (bench/README.md). Attaching costs ~3 us a hook,
-        twice per recorded step at most.
+        percent of a step that records nothing (bench/README.md). Forward hooks are needed only
+        by a recorded step; parameter hooks also by the step after one (its backward must wait
+        before adding into a .grad the worker may still be reading). Attaching costs ~3 us a
+        hook, at most twice per recorded step.
         """
         if self._closed:
             return
-        if wanted and not self._attached:
+        if forward and not self._forward_handles:
             frames = self._frames_when_detached
             if frames is not None and _dynamo_frames() != frames:
                 self._compiled = True
@@ -252,10 +254,17 @@ class Watch:
                         "training step or before run.watch(), or watch with every=1"
                     ),
                 )
-            self._attach()
-        elif not wanted and self._attached and self._may_detach():
-            self._frames_when_detached = _dynamo_frames()
-            self._detach()
+            self._attach_forward()
+        if params and not self._param_handles:
+            self._attach_params()
+        off_forward = not forward and self._forward_handles
+        off_params = not params and self._param_handles
+        if (off_forward or off_params) and self._may_detach():
+            if off_forward:
+                self._frames_when_detached = _dynamo_frames()
+                _remove(self._forward_handles)
+            if off_params:
+                _remove(self._param_handles)
 
     def _may_detach(self) -> bool:
         # Not before an eager forward has run through the hooks (a first forward under
@@ -263,26 +272,27 @@ class Watch:
         # compiled anything in this process (or if we cannot tell).
         return not self._compiled and self._eager_forward_seen and _dynamo_frames() == 0
 
-    def _attach(self) -> None:
-        seen: set[int] = set()
+    def _attach_forward(self) -> None:
         for index, spec in enumerate(self._specs):
             hook = functools.partial(self._on_forward, index)
-            self._handles.append(spec.module.register_forward_hook(hook))
+            self._forward_handles.append(spec.module.register_forward_hook(hook))
+
+    def _attach_params(self) -> None:
+        seen: set[int] = set()
+        for spec in self._specs:
             for _, param in spec.params:
                 if id(param) in seen or not param.requires_grad:
                     continue
                 seen.add(id(param))
                 # Before autograd adds into .grad in place (no zero_grad, gradient accumulation),
                 # the worker must be done reading the previous step's gradient.
-                self._handles.append(param.register_hook(self._before_grad_accumulates))
-                self._handles.append(param.register_post_accumulate_grad_hook(self._on_param_grad))
-        self._attached = True
+                handles = self._param_handles
+                handles.append(param.register_hook(self._before_grad_accumulates))
+                handles.append(param.register_post_accumulate_grad_hook(self._on_param_grad))
 
     def _detach(self) -> None:
-        for handle in reversed(self._handles):
-            handle.remove()
-        self._handles.clear()
-        self._attached = False
+        _remove(self._forward_handles)
+        _remove(self._param_handles)
 
     def _on_forward(self, index: int, module: nn.Module, args: Any, output: Any) -> None:
         if torch.compiler.is_compiling():
@@ -416,3 +426,10 @@ class Watch:
                             grad._version,
                         )
                     )
+
+
+def _remove(handles: list[RemovableHandle]) -> None:
+    """Remove hooks in the reverse order of their registration, and forget them."""
+    for handle in reversed(handles):
+        handle.remove()
+    handles.clear()
