@@ -169,7 +169,8 @@ def test_permission_denied_for_a_while_loses_only_that_while() -> None:
     ctx = context()
     ctx.set_forkserver_preload(["__main__", "tests.children", "tests.training_child"])
     parent, child = ctx.Pipe(duplex=False)
-    args = (str(root), "denied", 300, 5, child, catalog, NOBODY)
+    # 10 ms of sleep per step: the run outlasts the 2.5 s below however fast its steps are.
+    args = (str(root), "denied", 300, 5, child, catalog, NOBODY, 0.01)
     process = ctx.Process(target=training_child.train, args=args)
     try:
         process.start()

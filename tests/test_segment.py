@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import h5py
@@ -15,7 +16,7 @@ from tracker.capture.block import Summary
 from tracker.capture.histogram import binade_histogram
 from tracker.capture.snapshot import take_snapshot
 from tracker.errors import SchemaVersionError, StoreError
-from tracker.names import STAT_NAMES
+from tracker.names import STAT_NAMES, encode
 from tracker.store import segment as seg
 from tracker.store.codecs import COMPRESSIONS
 
@@ -36,6 +37,45 @@ def _summary(layer: str, quantity: str, part: str, call: int, tensor: torch.Tens
 def _write(path: Path, builder: seg.SegmentBuilder) -> h5py.File:
     seg.write_segment(str(path), builder, "test")
     return h5py.File(path, "r")
+
+
+def _write_schema_2(path: Path, builder: seg.SegmentBuilder) -> None:
+    """What tracker wrote before packed segments: a group per series under /series."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update(seg.root_attrs(seg.SEGMENT, builder.run_id, 0, 0, 0, "", "old"))
+        f.attrs["schema_version"] = 2
+        f.attrs["layer_shapes"] = "{}"
+        f["steps"] = np.asarray(builder.steps, dtype=np.int64)
+        for (layer, quantity, part), c in builder.series().items():
+            g = f.create_group(f"series/{encode(layer)}/{quantity}/{encode(part)}")
+            g["index"], g["stats"] = c.index, c.stats
+            if len(c.hists):
+                g["hist_index"], g["hist_ptr"] = c.hist_index, c.hists.ptr
+                g["hist_bins"], g["hist_counts"] = c.hists.bins, c.hists.counts
+            if c.snapshots:
+                entries = [(st, call, fl, snap) for (st, call), (fl, snap) in c.snapshots.items()]
+                seg.write_snapshots(g, entries)
+
+
+def _everything(f: h5py.File) -> dict:
+    """All a segment says about its series, through the read functions."""
+    found: dict = {}
+    for key in sorted(seg.series_keys(f)):
+        index, stats = seg.read_stats(f, key)
+        hists = seg.read_histograms(f, key)
+        snaps = {}
+        for step, call in seg.snapshot_index(f, key):
+            data, meta = seg.read_snapshot(f, key, step, call)
+            snaps[(step, call)] = (data.dtype.str, data.tolist(), meta)
+        found[key] = (
+            index.tolist(),
+            stats.tolist(),
+            None if hists is None else (hists[0].tolist(), hists[1].tolist()),
+            seg.snapshot_entries(f, key).tolist(),
+            seg.snapshot_sizes(f, key).tolist(),
+            snaps,
+        )
+    return found
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -177,11 +217,27 @@ def test_the_batch_of_metrics_and_epochs_rides_along(tmp_path: Path) -> None:
     assert got.epochs == {0: (0, 5)} and got.shapes == {"fc": {"output": [8, 2]}}
 
 
+def test_schema_2_segments_read_the_same_as_packed_ones(tmp_path: Path) -> None:
+    b = seg.SegmentBuilder("abcdef0123456789")
+    for step in range(4):
+        t = torch.randn(2, 3) * (step + 1)
+        rows = [_summary("a/b", "activation", "output", c, t + c) for c in (0, 1)]
+        rows.append(_summary("fc", "weight", "weight", 0, t.to(torch.bfloat16)))
+        if step % 2:  # histograms and snapshots on odd steps only, for one series
+            rows[-1] = dataclasses.replace(rows[-1], histogram=None, snapshot=None)
+        b.add(step, rows)
+    _write_schema_2(tmp_path / "old.h5", b)
+    with _write(tmp_path / "new.h5", b) as new, h5py.File(tmp_path / "old.h5", "r") as old:
+        seg.check_header(old)
+        assert "series" in old and "keys" in new and "series" not in new
+        assert _everything(old) == _everything(new)
+        assert len(_everything(new)) == 2
+
+
 def test_schema_1_files_still_read(tmp_path: Path) -> None:
     b = seg.SegmentBuilder("abcdef0123456789")
     b.add(2, [_summary("fc", "weight", "weight", 0, torch.ones(3))])
-    with _write(tmp_path / "s.h5", b) as f:
-        pass
+    _write_schema_2(tmp_path / "s.h5", b)
     with h5py.File(tmp_path / "s.h5", "r+") as f:  # what tracker 0.1 wrote: no content, no batch
         f.attrs["schema_version"] = 1
         del f.attrs["content"], f.attrs["segment_id"], f.attrs["layer_shapes"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from typing import Any
 
 import torch
@@ -36,9 +37,12 @@ def train(
     conn: Any,
     database_url: str | None = None,
     uid: int | None = None,
+    pause: float = 0.0,
 ) -> None:
     """Train ``steps`` steps; after every ``flush_every`` send the steps acknowledged so far with
-    their losses: [(step, loss), ...]. Sends "started" once the run exists, "done" at the end."""
+    their losses: [(step, loss), ...]. Sends "started" once the run exists, "done" at the end.
+    ``pause`` seconds of sleep per step make the run last at least ``steps * pause`` seconds,
+    for tests that change the disk under it for a while."""
     torch.set_num_threads(1)
     images, labels = load_digits_tensors()
     if uid is not None:  # as an unprivileged user, so file permissions apply
@@ -65,6 +69,8 @@ def train(
         value = loss.item()
         run.log({"loss": value}, step=step, epoch=step // 20)
         unacknowledged.append((step, value))
+        if pause:
+            time.sleep(pause)
         if (step + 1) % flush_every == 0:
             if run.flush(timeout=30):
                 conn.send(unacknowledged)

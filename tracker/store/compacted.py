@@ -46,6 +46,7 @@ from tracker.store.segment import (
     read_stats,
     series_keys,
     snapshot_entries,
+    snapshot_sizes,
     stored_latest,
     write_snapshots,
 )
@@ -309,11 +310,11 @@ def list_snapshots(f: h5py.File, source: int) -> Iterator[list[SnapshotRef]]:
         entries = snapshot_entries(f, key)
         if not len(entries):
             continue
-        group = f[f"series/{encode(key[0])}/{key[1]}/{encode(key[2])}/snapshots"]
-        refs = []
-        for step, call, flags in entries:
-            nbytes = int(group[f"{step}.{call}"].nbytes)
-            refs.append(SnapshotRef(source, key, int(step), int(call), int(flags), nbytes))
+        sizes = snapshot_sizes(f, key)
+        refs = [
+            SnapshotRef(source, key, int(step), int(call), int(flags), int(nbytes))
+            for (step, call, flags), nbytes in zip(entries, sizes, strict=True)
+        ]
         for _, same_step in itertools.groupby(refs, key=lambda r: r.step):
             yield list(same_step)
 

@@ -1,24 +1,34 @@
 """The HDF5 segment file: an immutable, self-describing batch of steps of one run and rank.
 
-Layout (``schema_version`` 2; no pickles, only numeric datasets and string attributes, I3)::
+Layout (``schema_version`` 3; no pickles, only numeric datasets and string attributes, I3)::
 
     /                       attrs: format, schema_version, content, segment_id, run_id, rank,
                                    step_min, step_max, created, stat_names, tracker_version,
                                    layer_shapes (JSON)
     /steps                  int64 (n,)          steps that have tensor data in this file
-    /series/<layer>/<quantity>/<part>/          names URL-quoted (I5)
-        index               int64 (r, 3)        step, call, flags of each stats row
-        stats               float64 (r, S)      one row of STAT_NAMES per (step, call)
-        hist_index          int64 (h, 3)        step, call, flags of each histogram
-        hist_ptr            int64 (h + 1,)      row i's bins are hist_bins[ptr[i]:ptr[i+1]]
-        hist_bins           uint16 (nnz,)       non-empty binade bins (histogram.py)
-        hist_counts         int64 (nnz,)
-        snapshots/<step>.<call>                 the tensor slice, in its stored dtype
-        snapshot_index      int64 (k, 3)        step, call, flags of each snapshot, sorted
-        snapshot_info       int64 (k, 2 + D)    dtype code, ndim, full shape (before slicing)
-          attrs snapshot_dtypes: comma-separated dtype names the codes index
+    /keys                   uint8 (b,)          UTF-8 JSON [[layer, quantity, part], ...]: series k
+    /rows/ptr               int64 (K + 1,)      series k's stats rows are rows ptr[k]:ptr[k + 1]
+    /rows/index             int64 (r, 3)        step, call, flags of each stats row
+    /rows/stats             float64 (r, S)      one row of STAT_NAMES per (step, call)
+    /hists/series_ptr       int64 (K + 1,)      series k's histograms: hists rows sp[k]:sp[k + 1]
+    /hists/index            int64 (h, 3)        step, call, flags of each histogram
+    /hists/ptr              int64 (h + 1,)      histogram i's bins are bins[ptr[i]:ptr[i + 1]]
+    /hists/bins             uint16 (nnz,)       non-empty binade bins (histogram.py)
+    /hists/counts           int64 (nnz,)
+    /snaps/series_ptr       int64 (K + 1,)      series k's snapshots: snaps rows sp[k]:sp[k + 1]
+    /snaps/index            int64 (q, 3)        step, call, flags, sorted within a series
+    /snaps/info             int64 (q, 3 + 2D)   type, byte offset, ndim, stored shape, full shape
+    /snaps/data             uint8 (bytes,)      every snapshot's C-order bytes, one after another
+      attrs types: JSON [[dtype name, NumPy dtype], ...] that the type column indexes
     /batch/metrics/<name>/  steps, values, epochs (-1: none), times: the run.log() scalars
     /batch/epochs           int64 (e, 3)        epoch, first step, last step
+
+Every series' rows sit in a few shared tables rather than in datasets of their own: each HDF5
+object costs a write ~20-60 us and h5py holds the GIL the training thread needs while it
+writes, so a segment of a 36-series model fell from ~370 datasets to ~20 (bench/README.md).
+A series is still one contiguous slice of each table, so reading one costs a few small reads.
+Schema 2 segments (a group per series under /series, as compacted files still are) stay
+readable, and schema 1 ones (before content and batch existed) read as schema 2 segments.
 
 ``content`` is "segment" for what the writer produces. Compaction (compacted.py) writes "stats"
 files (columnar stats and histograms over a whole run) and "snapshots" files (the snapshots of an
@@ -34,7 +44,10 @@ three HDF5 attributes cost more than writing a 256 KiB snapshot (bench/store.py)
 from __future__ import annotations
 
 import json
+import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -51,7 +64,7 @@ from tracker.store.codecs import dataset_options
 from tracker.store.hdf5image import write_image
 
 FORMAT = "tracker-segment"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SEGMENT: Final = "segment"  # a batch of steps, as the writer wrote it
 STATS: Final = "stats"  # compacted: stats and histograms of a run
 SNAPSHOTS: Final = "snapshots"  # compacted: snapshots of an epoch
@@ -304,24 +317,80 @@ def write_segment(
         )
         f.attrs["layer_shapes"] = json.dumps(builder.batch.shapes)
         write_array(f, "steps", np.asarray(builder.steps, dtype=np.int64))
-        series = f.create_group("series")
-        for (layer, quantity, part), columns in builder.series().items():
-            g = (
-                series.require_group(encode(layer))
-                .require_group(quantity)
-                .create_group(encode(part))
-            )
-            write_array(g, "index", columns.index)
-            write_array(g, "stats", columns.stats)
-            if len(columns.hists):
-                _write_histograms(g, columns.hist_index, columns.hists)
-            if columns.snapshots:
-                entries = [(st, c, fl, snap) for (st, c), (fl, snap) in columns.snapshots.items()]
-                write_snapshots(g, entries, snapshot_options)
+        _write_tables(f, builder.series(), snapshot_options)
         _write_batch(f, builder.batch)
 
     # A full disk must be an OSError here, not a crash inside HDF5 (hdf5image.py).
     write_image(path, build, builder.nbytes)
+
+
+def _write_tables(
+    f: h5py.File, series: dict[SeriesKey, SeriesColumns], snapshot_options: dict[str, Any]
+) -> None:
+    """Every series' rows, histograms and snapshots as slices of shared tables (see above)."""
+    keys = list(series)
+    columns = list(series.values())
+    write_array(f, "keys", np.frombuffer(json.dumps(keys).encode(), dtype=np.uint8))
+    rows = f.create_group("rows")
+    write_array(rows, "ptr", _offsets([len(c.index) for c in columns]))
+    write_array(rows, "index", _stack([c.index for c in columns], (0, 3), np.int64))
+    write_array(rows, "stats", _stack([c.stats for c in columns], (0, len(STAT_NAMES)), np.float64))
+    if any(len(c.hists) for c in columns):
+        g = f.create_group("hists")
+        write_array(g, "series_ptr", _offsets([len(c.hists) for c in columns]))
+        write_array(g, "index", _stack([c.hist_index for c in columns], (0, 3), np.int64))
+        joined = HistogramRows.concat([c.hists for c in columns])
+        write_array(g, "ptr", joined.ptr)
+        write_array(g, "bins", joined.bins)
+        write_array(g, "counts", joined.counts)
+    if any(c.snapshots for c in columns):
+        _write_packed_snapshots(f.create_group("snaps"), columns, snapshot_options)
+
+
+def _write_packed_snapshots(
+    g: h5py.Group, columns: list[SeriesColumns], options: dict[str, Any]
+) -> None:
+    entries = [sorted(c.snapshots.items()) for c in columns]
+    write_array(g, "series_ptr", _offsets([len(e) for e in entries]))
+    flat = [(st, c, fl, snap) for series in entries for (st, c), (fl, snap) in series]
+    ndim = max(snap.data.ndim for *_, snap in flat)
+    info = np.zeros((len(flat), 3 + 2 * ndim), dtype=np.int64)
+    types: list[tuple[str, str]] = []
+    offset = 0
+    for i, (_, _, _, snap) in enumerate(flat):
+        kind = (snap.dtype, snap.data.dtype.str)
+        if kind not in types:
+            types.append(kind)
+        d = snap.data.ndim
+        info[i, :3] = types.index(kind), offset, d
+        info[i, 3 : 3 + d] = snap.data.shape
+        info[i, 3 + ndim : 3 + ndim + d] = snap.full_shape
+        offset += snap.data.nbytes
+    index = np.array([e[:3] for e in flat], dtype=np.int64).reshape(-1, 3)
+    write_array(g, "index", index)
+    write_array(g, "info", info)
+    data = np.empty(offset, dtype=np.uint8)
+    for row, (*_, snap) in zip(info, flat, strict=True):
+        raw = np.ascontiguousarray(snap.data).reshape(-1).view(np.uint8)
+        data[row[1] : row[1] + len(raw)] = raw
+    # Compressed, it is chunked, so reading one snapshot decompresses only its chunks.
+    chunked = dict(options, chunks=(min(len(data), 1 << 18),)) if options and len(data) else None
+    if chunked:
+        g.create_dataset("data", data=data, **chunked)
+    else:
+        write_array(g, "data", data)
+    g.attrs["types"] = json.dumps(types)
+
+
+def _offsets(lengths: list[int]) -> np.ndarray:
+    ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    return ptr
+
+
+def _stack(parts: list[np.ndarray], empty: tuple[int, int], dtype: type) -> np.ndarray:
+    parts = [p for p in parts if len(p)]
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(empty, dtype)
 
 
 def write_snapshots(
@@ -345,14 +414,6 @@ def write_snapshots(
     write_array(group, "snapshot_index", index)
     write_array(group, "snapshot_info", info)
     group.attrs["snapshot_dtypes"] = ",".join(dtypes)
-
-
-def _write_histograms(g: h5py.Group, index: np.ndarray, hists: HistogramRows) -> None:
-    """The histograms as they are kept: the non-empty bins of each row, in CSR form."""
-    write_array(g, "hist_index", index)
-    write_array(g, "hist_ptr", hists.ptr)
-    write_array(g, "hist_bins", hists.bins)
-    write_array(g, "hist_counts", hists.counts)
 
 
 def _write_batch(f: h5py.File, batch: Batch) -> None:
@@ -424,6 +485,10 @@ def _group(f: h5py.File, key: SeriesKey) -> h5py.Group | None:
 
 def series_keys(f: h5py.File) -> Iterator[SeriesKey]:
     """Every (layer, quantity, part) with data in the file."""
+    slots = _packed_slots(f)
+    if slots is not None:
+        yield from slots
+        return
     series = f.get("series")
     if series is None:
         return
@@ -433,8 +498,51 @@ def series_keys(f: h5py.File) -> Iterator[SeriesKey]:
                 yield decode(layer), quantity, decode(part)
 
 
+# Series slots of packed segments recently read, by (file name, segment id, created): the files
+# are immutable, and a reader asks one file for many series.
+_SLOTS: OrderedDict[tuple[str, str, float], dict[SeriesKey, int]] = OrderedDict()
+_SLOTS_LOCK = threading.Lock()
+_SLOTS_KEPT = 256
+
+
+def _packed_slots(f: h5py.File) -> dict[SeriesKey, int] | None:
+    """{series key: k} of a schema 3 segment, None for any other file."""
+    if "keys" not in f:
+        return None
+    ident = (f.filename, str(f.attrs.get("segment_id", "")), float(f.attrs.get("created", 0)))
+    with _SLOTS_LOCK:
+        found = _SLOTS.get(ident)
+        if found is not None:
+            _SLOTS.move_to_end(ident)
+            return found
+    keys = json.loads(f["keys"][()].tobytes().decode())
+    found = {(str(a), str(b), str(c)): k for k, (a, b, c) in enumerate(keys)}
+    with _SLOTS_LOCK:
+        _SLOTS[ident] = found
+        while len(_SLOTS) > _SLOTS_KEPT:
+            _SLOTS.popitem(last=False)
+    return found
+
+
+def _packed_range(f: h5py.File, table: str, key: SeriesKey) -> tuple[int, int] | None:
+    """(first, stop) rows of ``key`` in a packed table ("rows/ptr", "hists/series_ptr", ...);
+    None if the file is not packed or the series has none there."""
+    slots = _packed_slots(f)
+    if slots is None or key not in slots or table not in f:
+        return None
+    k = slots[key]
+    lo, hi = (int(x) for x in f[table][k : k + 2])
+    return (lo, hi) if hi > lo else None
+
+
 def read_stats(f: h5py.File, key: SeriesKey) -> tuple[np.ndarray, np.ndarray] | None:
     """(index (r, 3), stats (r, S)) of a series in this file, rows as written, or None."""
+    if "keys" in f:
+        found = _packed_range(f, "rows/ptr", key)
+        if found is None:
+            return None
+        lo, hi = found
+        return f["rows/index"][lo:hi], f["rows/stats"][lo:hi]
     g = _group(f, key)
     if g is None or content(f) == SNAPSHOTS:
         return None
@@ -479,6 +587,15 @@ def read_histograms_sparse(
     f: h5py.File, key: SeriesKey
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(hist_index (h, 3), ptr (h + 1,), bins, counts) of a series, as stored, or None."""
+    if "keys" in f:
+        found = _packed_range(f, "hists/series_ptr", key)
+        if found is None:
+            return None
+        lo, hi = found
+        ptr = f["hists/ptr"][lo : hi + 1]
+        first, stop = int(ptr[0]), int(ptr[-1])
+        bins, counts = f["hists/bins"][first:stop], f["hists/counts"][first:stop]
+        return f["hists/index"][lo:hi], ptr - first, bins, counts
     g = _group(f, key)
     if g is None or "hist_index" not in g:
         return None
@@ -496,6 +613,11 @@ def read_histograms(f: h5py.File, key: SeriesKey) -> tuple[np.ndarray, np.ndarra
 
 def snapshot_entries(f: h5py.File, key: SeriesKey) -> np.ndarray:
     """(step, call, flags) of every snapshot of this series in the file, as an int64 (k, 3)."""
+    if "keys" in f:
+        found = _packed_range(f, "snaps/series_ptr", key)
+        if found is None:
+            return np.empty((0, 3), dtype=np.int64)
+        return f["snaps/index"][found[0] : found[1]]
     g = _group(f, key)
     if g is None or "snapshots" not in g:
         return np.empty((0, 3), dtype=np.int64)
@@ -511,6 +633,27 @@ def snapshot_entries(f: h5py.File, key: SeriesKey) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
 
 
+def snapshot_sizes(f: h5py.File, key: SeriesKey) -> np.ndarray:
+    """Stored bytes of each snapshot of this series, in snapshot_entries() order (int64)."""
+    if "keys" in f:
+        found = _packed_range(f, "snaps/series_ptr", key)
+        if found is None:
+            return np.zeros(0, dtype=np.int64)
+        info = f["snaps/info"][found[0] : found[1]]
+        types = json.loads(str(f["snaps"].attrs["types"]))
+        ndim = (info.shape[1] - 3) // 2
+        itemsize = np.array([np.dtype(t[1]).itemsize for t in types], dtype=np.int64)
+        # Unused trailing shape columns are 0: count only the snapshot's own dimensions.
+        dims = np.where(np.arange(ndim) < info[:, 2:3], info[:, 3 : 3 + ndim], 1)
+        return itemsize[info[:, 0]] * dims.prod(axis=1)
+    g = _group(f, key)
+    entries = snapshot_entries(f, key)
+    if g is None or not len(entries):
+        return np.zeros(0, dtype=np.int64)
+    snaps = g["snapshots"]
+    return np.array([snaps[f"{s}.{c}"].nbytes for s, c, _ in entries], dtype=np.int64)
+
+
 def snapshot_index(f: h5py.File, key: SeriesKey) -> list[tuple[int, int]]:
     """(step, call) pairs that have a snapshot of this series in the file."""
     return [(int(s), int(c)) for s, c, _ in snapshot_entries(f, key)]
@@ -520,6 +663,8 @@ def read_snapshot_raw(
     f: h5py.File, key: SeriesKey, step: int, call: int
 ) -> tuple[Snapshot, int] | None:
     """(the snapshot as stored, its flags), or None: for copying it into another file."""
+    if "keys" in f:
+        return _read_packed_snapshot(f, key, step, call)
     g = _group(f, key)
     name = f"{step}.{call}"
     if g is None or "snapshots" not in g or name not in g["snapshots"]:
@@ -535,6 +680,30 @@ def read_snapshot_raw(
     dtype = str(g.attrs["snapshot_dtypes"]).split(",")[info[0]]
     full_shape = tuple(int(x) for x in info[2 : 2 + info[1]])
     return Snapshot(data=d[()], dtype=dtype, full_shape=full_shape), int(index[row, 2])
+
+
+def _read_packed_snapshot(
+    f: h5py.File, key: SeriesKey, step: int, call: int
+) -> tuple[Snapshot, int] | None:
+    found = _packed_range(f, "snaps/series_ptr", key)
+    if found is None:
+        return None
+    index = f["snaps/index"][found[0] : found[1]]
+    hits = np.flatnonzero((index[:, 0] == step) & (index[:, 1] == call))
+    if not len(hits):
+        return None
+    row = found[0] + int(hits[0])
+    info = f["snaps/info"][row]
+    name, numpy_dtype = json.loads(str(f["snaps"].attrs["types"]))[int(info[0])]
+    ndim = (len(info) - 3) // 2
+    d = int(info[2])
+    shape = tuple(int(x) for x in info[3 : 3 + d])
+    full_shape = tuple(int(x) for x in info[3 + ndim : 3 + ndim + d])
+    dtype = np.dtype(numpy_dtype)
+    start = int(info[1])
+    raw = f["snaps/data"][start : start + dtype.itemsize * math.prod(shape)]
+    data = raw.view(dtype).reshape(shape)
+    return Snapshot(data=data, dtype=str(name), full_shape=full_shape), int(index[hits[0], 2])
 
 
 def read_snapshot(
