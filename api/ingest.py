@@ -333,6 +333,7 @@ def _inspect(path: Path, run_id: str, segment_id: str) -> tuple[int, int, int, s
         with h5py.File(path, "r") as f:
             seg.check_header(f)
             _check_self_contained(f)
+            seg.check_tables(f)
             attrs = f.attrs
             if seg.content(f) != seg.SEGMENT:
                 raise InvalidArgumentError(f"only segments can be uploaded, not {seg.content(f)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -212,6 +212,34 @@ def test_bad_segments_are_refused_and_nothing_is_stored(server, tmp_path: Path) 
                 f.create_virtual_dataset("evil", layout)
         message = _error(_put(client, RUN, seg_id, path.read_bytes(), token), 400)
         assert "Link" in message or "outside the file" in message, message
+
+    # Packed tables that disagree (schema 3): refused, not stored for reads to trip over later.
+    def keys(text: str) -> Callable[[h5py.File], None]:
+        def change(f: h5py.File) -> None:
+            del f["keys"]
+            f["keys"] = np.frombuffer(text.encode(), dtype=np.uint8)
+
+        return change
+
+    def short_ptr(f: h5py.File) -> None:
+        ptr = f["rows/ptr"][()]
+        del f["rows/ptr"]
+        f["rows/ptr"] = ptr[:-1]
+
+    tampered = {
+        "JSON": keys("[["),
+        "list of": keys('[["fc", "weight"]]'),
+        "quantity": keys('[["fc", "weights", "weight"]]'),
+        "rows/ptr": short_ptr,
+    }
+    for expected, change in tampered.items():
+        path = tmp_path / "tampered.h5"
+        path.write_bytes(data)
+        with h5py.File(path, "a") as f:
+            assert "keys" in f  # what the writer makes now
+            change(f)
+        message = _error(_put(client, RUN, seg_id, path.read_bytes(), token), 400)
+        assert expected in message, message
     assert store.catalog.segments(RUN, 0) == []
     assert store.files.list_files("runs") == []
     assert not any((store.root / ".incoming").iterdir())

@@ -59,7 +59,7 @@ from tracker.capture.block import StepBlock, Summary
 from tracker.capture.histrows import HistogramRows
 from tracker.capture.snapshot import Snapshot, decode_snapshot
 from tracker.errors import SchemaVersionError, StoreError
-from tracker.names import STAT_NAMES, decode, encode
+from tracker.names import STAT_NAMES, check_name, check_quantity, decode, encode
 from tracker.store.codecs import dataset_options
 from tracker.store.hdf5image import write_image
 
@@ -522,6 +522,55 @@ def _packed_slots(f: h5py.File) -> dict[SeriesKey, int] | None:
         while len(_SLOTS) > _SLOTS_KEPT:
             _SLOTS.popitem(last=False)
     return found
+
+
+def check_tables(f: h5py.File) -> None:
+    """Raise StoreError unless a packed segment's tables agree with each other (for files that
+    come from elsewhere: an upload must not leave the server a file its reads trip over)."""
+    if "keys" not in f:
+        return
+    try:
+        keys = json.loads(f["keys"][()].tobytes().decode())
+    except (ValueError, UnicodeDecodeError, TypeError):
+        raise StoreError("its series keys are not UTF-8 JSON") from None
+    if not isinstance(keys, list) or not all(
+        isinstance(k, list) and len(k) == 3 and all(isinstance(x, str) for x in k) for k in keys
+    ):
+        raise StoreError("its series keys must be a list of [layer, quantity, part] strings")
+    for layer, quantity, part in keys:
+        check_name(layer, "layer name")
+        check_quantity(quantity)
+        check_name(part, "part name")
+    if len({tuple(k) for k in keys}) != len(keys):
+        raise StoreError("a series key appears twice")
+    _check_ptr(f, "rows/ptr", len(keys), "rows/index", "rows/stats")
+    if "hists" in f:
+        _check_ptr(f, "hists/series_ptr", len(keys), "hists/index", "hists/ptr", extra=1)
+        _check_ptr(f, "hists/ptr", len(f["hists/index"]), "hists/bins", "hists/counts")
+    if "snaps" in f:
+        _check_ptr(f, "snaps/series_ptr", len(keys), "snaps/index", "snaps/info")
+        info, size = f["snaps/info"][()], f["snaps/data"].shape[0]
+        types = json.loads(str(f["snaps"].attrs["types"]))
+        ndim = (info.shape[1] - 3) // 2 if info.ndim == 2 else -1
+        if ndim < 0 or ((info[:, 0] < 0) | (info[:, 0] >= len(types))).any():
+            raise StoreError("its snapshot table is malformed")
+        for row in info:
+            shape = row[3 : 3 + int(row[2])]
+            end = int(row[1]) + np.dtype(types[int(row[0])][1]).itemsize * int(np.prod(shape))
+            if row[1] < 0 or not 0 <= row[2] <= ndim or (shape < 0).any() or end > size:
+                raise StoreError("a snapshot lies outside the snapshot data")
+
+
+def _check_ptr(f: h5py.File, name: str, n: int, *tables: str, extra: int = 0) -> None:
+    ptr = f[name][()]
+    ends = {f[t].shape[0] - (extra if t.endswith("/ptr") else 0) for t in tables}
+    if (
+        ptr.shape != (n + 1,)
+        or ptr[0] != 0
+        or (np.diff(ptr) < 0).any()
+        or ends != {int(ptr[-1])}
+    ):
+        raise StoreError(f"its {name} does not match its tables")
 
 
 def _packed_range(f: h5py.File, table: str, key: SeriesKey) -> tuple[int, int] | None:
