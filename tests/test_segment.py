@@ -269,3 +269,29 @@ def test_a_step_logged_twice_keeps_its_first_snapshot(tmp_path: Path) -> None:
         key = ("fc", "weight", "weight")
         assert seg.read_stats(f, key)[0].tolist() == [[3, 0, 3], [3, 0, 3]]
         assert seg.read_snapshot(f, key, 3, 0)[0].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_big_and_tiny_snapshots_share_the_blob_bit_exact(tmp_path: Path, compression: str) -> None:
+    # Tiny ones are gathered before writing, big ones (>= 256 KiB) written in place: mix both.
+    rng = np.random.default_rng(3)
+    sizes = [3, 70_000, 5, 100_000, 1, 40_000, 40_000]  # float32 elements
+    arrays = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    b = seg.SegmentBuilder("abcdef0123456789")
+    for step, a in enumerate(arrays):
+        summary = _summary("fc", "activation", "output", 0, torch.from_numpy(a))
+        b.add(
+            step,
+            [
+                dataclasses.replace(
+                    summary, snapshot=take_snapshot(torch.from_numpy(a), None, 1 << 20)
+                )
+            ],
+        )
+    seg.write_segment(str(tmp_path / "s.h5"), b, "test", compression=compression)
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        key = ("fc", "activation", "output")
+        assert seg.snapshot_sizes(f, key).tolist() == [4 * n for n in sizes]
+        for step, a in enumerate(arrays):
+            data, _ = seg.read_snapshot(f, key, step, 0)
+            assert data.tobytes() == a.tobytes()

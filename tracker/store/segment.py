@@ -369,17 +369,43 @@ def _write_packed_snapshots(
     index = np.array([e[:3] for e in flat], dtype=np.int64).reshape(-1, 3)
     write_array(g, "index", index)
     write_array(g, "info", info)
-    data = np.empty(offset, dtype=np.uint8)
-    for row, (*_, snap) in zip(info, flat, strict=True):
-        raw = np.ascontiguousarray(snap.data).reshape(-1).view(np.uint8)
-        data[row[1] : row[1] + len(raw)] = raw
     # Compressed, it is chunked, so reading one snapshot decompresses only its chunks.
-    chunked = dict(options, chunks=(min(len(data), 1 << 18),)) if options and len(data) else None
-    if chunked:
-        g.create_dataset("data", data=data, **chunked)
-    else:
-        write_array(g, "data", data)
+    chunks = (min(offset, 1 << 18),) if options and offset else None
+    data = g.create_dataset("data", shape=(offset,), dtype=np.uint8, chunks=chunks, **options)
+    _fill(data, [snap.data for *_, snap in flat])
     g.attrs["types"] = json.dumps(types)
+
+
+# Snapshots under this size are gathered into one buffer per write; bigger ones are written
+# where they are. One write per tiny snapshot costs more than copying it, and copying a big one
+# costs a fresh page per 4 KiB (~3 us each on this VM) that writing in place does not.
+_GATHER_BELOW = 1 << 18
+
+
+def _fill(data: h5py.Dataset, arrays: list[np.ndarray]) -> None:
+    """Write ``arrays``' bytes one after another into the uint8 dataset ``data``."""
+    pending: list[np.ndarray] = []
+    start = position = 0
+
+    def flush() -> None:
+        if pending:
+            data[start:position] = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            pending.clear()
+
+    for array in arrays:
+        raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        if len(raw) >= _GATHER_BELOW:
+            flush()
+            data[position : position + len(raw)] = raw
+            position += len(raw)
+            start = position
+            continue
+        if position - start + len(raw) > _GATHER_BELOW:
+            flush()
+            start = position
+        pending.append(raw)
+        position += len(raw)
+    flush()
 
 
 def _offsets(lengths: list[int]) -> np.ndarray:
