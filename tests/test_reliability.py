@@ -82,9 +82,10 @@ def test_sigkill_at_random_points_loses_no_acknowledged_step(tmp_path: Path) -> 
     for trial in range(KILL_TRIALS):
         root = tmp_path / f"trial{trial}"
         parent, child = ctx.Pipe(duplex=False)
-        process = ctx.Process(
-            target=training_child.train, args=(str(root), "killed", STEPS, 5, child)
-        )
+        # 8 ms of sleep per step: the run outlasts the longest wait below (2.5 s), so the kill
+        # lands while it trains, however fast its steps and segment writes are.
+        args = (str(root), "killed", STEPS, 5, child, None, None, 0.008)
+        process = ctx.Process(target=training_child.train, args=args)
         process.start()
         child.close()
         assert parent.poll(60) and parent.recv() == "started", f"child exit {process.exitcode}"
