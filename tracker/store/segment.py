@@ -590,12 +590,7 @@ def check_tables(f: h5py.File) -> None:
 def _check_ptr(f: h5py.File, name: str, n: int, *tables: str, extra: int = 0) -> None:
     ptr = f[name][()]
     ends = {f[t].shape[0] - (extra if t.endswith("/ptr") else 0) for t in tables}
-    if (
-        ptr.shape != (n + 1,)
-        or ptr[0] != 0
-        or (np.diff(ptr) < 0).any()
-        or ends != {int(ptr[-1])}
-    ):
+    if ptr.shape != (n + 1,) or ptr[0] != 0 or (np.diff(ptr) < 0).any() or ends != {int(ptr[-1])}:
         raise StoreError(f"its {name} does not match its tables")
 
 
