@@ -569,12 +569,13 @@ def check_tables(f: h5py.File) -> None:
         check_name(part, "part name")
     if len({tuple(k) for k in keys}) != len(keys):
         raise StoreError("a series key appears twice")
-    _check_ptr(f, "rows/ptr", len(keys), "rows/index", "rows/stats")
+    _check_ptr(f, "rows/ptr", len(keys), len(f["rows/index"]), len(f["rows/stats"]))
     if "hists" in f:
-        _check_ptr(f, "hists/series_ptr", len(keys), "hists/index", "hists/ptr", extra=1)
-        _check_ptr(f, "hists/ptr", len(f["hists/index"]), "hists/bins", "hists/counts")
+        n_hists = len(f["hists/index"])
+        _check_ptr(f, "hists/series_ptr", len(keys), n_hists, len(f["hists/ptr"]) - 1)
+        _check_ptr(f, "hists/ptr", n_hists, len(f["hists/bins"]), len(f["hists/counts"]))
     if "snaps" in f:
-        _check_ptr(f, "snaps/series_ptr", len(keys), "snaps/index", "snaps/info")
+        _check_ptr(f, "snaps/series_ptr", len(keys), len(f["snaps/index"]), len(f["snaps/info"]))
         info, size = f["snaps/info"][()], f["snaps/data"].shape[0]
         types = json.loads(str(f["snaps"].attrs["types"]))
         ndim = (info.shape[1] - 3) // 2 if info.ndim == 2 else -1
@@ -587,10 +588,15 @@ def check_tables(f: h5py.File) -> None:
                 raise StoreError("a snapshot lies outside the snapshot data")
 
 
-def _check_ptr(f: h5py.File, name: str, n: int, *tables: str, extra: int = 0) -> None:
+def _check_ptr(f: h5py.File, name: str, n: int, *rows: int) -> None:
+    """``name`` must be n + 1 non-decreasing offsets from 0 to ``rows`` (each table's length)."""
     ptr = f[name][()]
-    ends = {f[t].shape[0] - (extra if t.endswith("/ptr") else 0) for t in tables}
-    if ptr.shape != (n + 1,) or ptr[0] != 0 or (np.diff(ptr) < 0).any() or ends != {int(ptr[-1])}:
+    if (
+        ptr.shape != (n + 1,)
+        or ptr[0] != 0
+        or (np.diff(ptr) < 0).any()
+        or set(rows) != {int(ptr[-1])}
+    ):
         raise StoreError(f"its {name} does not match its tables")
 
 
