@@ -56,8 +56,7 @@ class HistogramRows:
         dense = np.ascontiguousarray(dense, dtype=np.int64).reshape(-1, N_BINS)
         flat = np.flatnonzero(dense)  # row-major, so bins come out ascending within a row
         rows, bins = np.divmod(flat, N_BINS)
-        ptr = np.zeros(len(dense) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=len(dense)), out=ptr[1:])
+        ptr = offsets(np.bincount(rows, minlength=len(dense)))
         return cls(ptr, bins.astype(np.uint16), dense.reshape(-1)[flat])
 
     @classmethod
@@ -82,8 +81,7 @@ class HistogramRows:
         """The histograms of ``rows``, in that order (a copy)."""
         rows = np.asarray(rows, dtype=np.int64)
         starts, lengths = self.ptr[rows], self.ptr[rows + 1] - self.ptr[rows]
-        ptr = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=ptr[1:])
+        ptr = offsets(lengths)
         # Position k of the result reads start-of-its-row + (k - where its row begins).
         source = np.repeat(starts - ptr[:-1], lengths) + np.arange(ptr[-1], dtype=np.int64)
         return HistogramRows(ptr, self.bins[source], self.counts[source])
@@ -94,6 +92,13 @@ class HistogramRows:
         rows = np.repeat(np.arange(len(self)), np.diff(self.ptr))
         out[rows, self.bins.astype(np.int64)] = self.counts
         return out
+
+
+def offsets(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
+    """CSR pointers of pieces of these lengths: int64 (n + 1,), from 0 to their sum."""
+    ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    return ptr
 
 
 _NO_BINS = np.zeros(0, dtype=np.uint16)

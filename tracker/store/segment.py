@@ -56,7 +56,7 @@ import h5py
 import numpy as np
 
 from tracker.capture.block import StepBlock, Summary
-from tracker.capture.histrows import HistogramRows
+from tracker.capture.histrows import HistogramRows, offsets
 from tracker.capture.snapshot import Snapshot, decode_snapshot
 from tracker.errors import SchemaVersionError, StoreError
 from tracker.names import STAT_NAMES, check_name, check_quantity, decode, encode
@@ -332,12 +332,12 @@ def _write_tables(
     columns = list(series.values())
     write_array(f, "keys", np.frombuffer(json.dumps(keys).encode(), dtype=np.uint8))
     rows = f.create_group("rows")
-    write_array(rows, "ptr", _offsets([len(c.index) for c in columns]))
+    write_array(rows, "ptr", offsets([len(c.index) for c in columns]))
     write_array(rows, "index", _stack([c.index for c in columns], (0, 3), np.int64))
     write_array(rows, "stats", _stack([c.stats for c in columns], (0, len(STAT_NAMES)), np.float64))
     if any(len(c.hists) for c in columns):
         g = f.create_group("hists")
-        write_array(g, "series_ptr", _offsets([len(c.hists) for c in columns]))
+        write_array(g, "series_ptr", offsets([len(c.hists) for c in columns]))
         write_array(g, "index", _stack([c.hist_index for c in columns], (0, 3), np.int64))
         joined = HistogramRows.concat([c.hists for c in columns])
         write_array(g, "ptr", joined.ptr)
@@ -351,7 +351,7 @@ def _write_packed_snapshots(
     g: h5py.Group, columns: list[SeriesColumns], options: dict[str, Any]
 ) -> None:
     entries = [sorted(c.snapshots.items()) for c in columns]
-    write_array(g, "series_ptr", _offsets([len(e) for e in entries]))
+    write_array(g, "series_ptr", offsets([len(e) for e in entries]))
     flat = [(st, c, fl, snap) for series in entries for (st, c), (fl, snap) in series]
     ndim = max(snap.data.ndim for *_, snap in flat)
     info = np.zeros((len(flat), 3 + 2 * ndim), dtype=np.int64)
@@ -406,12 +406,6 @@ def _fill(data: h5py.Dataset, arrays: list[np.ndarray]) -> None:
         pending.append(raw)
         position += len(raw)
     flush()
-
-
-def _offsets(lengths: list[int]) -> np.ndarray:
-    ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=ptr[1:])
-    return ptr
 
 
 def _stack(parts: list[np.ndarray], empty: tuple[int, int], dtype: type) -> np.ndarray:
@@ -582,9 +576,11 @@ def check_tables(f: h5py.File) -> None:
         if ndim < 0 or ((info[:, 0] < 0) | (info[:, 0] >= len(types))).any():
             raise StoreError("its snapshot table is malformed")
         for row in info:
-            shape = row[3 : 3 + int(row[2])]
-            end = int(row[1]) + np.dtype(types[int(row[0])][1]).itemsize * int(np.prod(shape))
-            if row[1] < 0 or not 0 <= row[2] <= ndim or (shape < 0).any() or end > size:
+            if not 0 <= row[2] <= ndim:
+                raise StoreError("a snapshot lies outside the snapshot data")
+            _, dtype, start, shape, _ = _decode_info(row, types)
+            end = start + dtype.itemsize * math.prod(shape)
+            if start < 0 or min(shape, default=0) < 0 or end > size:
                 raise StoreError("a snapshot lies outside the snapshot data")
 
 
@@ -758,6 +754,16 @@ def read_snapshot_raw(
     return Snapshot(data=d[()], dtype=dtype, full_shape=full_shape), int(index[row, 2])
 
 
+def _decode_info(row: np.ndarray, types: list) -> tuple[str, np.dtype, int, tuple, tuple]:
+    """(dtype name, stored NumPy dtype, byte offset, stored shape, full shape) of one
+    /snaps/info row (see the layout above)."""
+    ndim, d = (len(row) - 3) // 2, int(row[2])
+    name, numpy_dtype = types[int(row[0])]
+    shape = tuple(int(x) for x in row[3 : 3 + d])
+    full_shape = tuple(int(x) for x in row[3 + ndim : 3 + ndim + d])
+    return str(name), np.dtype(numpy_dtype), int(row[1]), shape, full_shape
+
+
 def _read_packed_snapshot(
     f: h5py.File, key: SeriesKey, step: int, call: int
 ) -> tuple[Snapshot, int] | None:
@@ -769,17 +775,11 @@ def _read_packed_snapshot(
     if not len(hits):
         return None
     row = found[0] + int(hits[0])
-    info = f["snaps/info"][row]
-    name, numpy_dtype = json.loads(str(f["snaps"].attrs["types"]))[int(info[0])]
-    ndim = (len(info) - 3) // 2
-    d = int(info[2])
-    shape = tuple(int(x) for x in info[3 : 3 + d])
-    full_shape = tuple(int(x) for x in info[3 + ndim : 3 + ndim + d])
-    dtype = np.dtype(numpy_dtype)
-    start = int(info[1])
+    types = json.loads(str(f["snaps"].attrs["types"]))
+    name, dtype, start, shape, full_shape = _decode_info(f["snaps/info"][row], types)
     raw = f["snaps/data"][start : start + dtype.itemsize * math.prod(shape)]
     data = raw.view(dtype).reshape(shape)
-    return Snapshot(data=data, dtype=str(name), full_shape=full_shape), int(index[hits[0], 2])
+    return Snapshot(data=data, dtype=name, full_shape=full_shape), int(index[hits[0], 2])
 
 
 def read_snapshot(
