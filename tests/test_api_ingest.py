@@ -226,7 +226,12 @@ def test_bad_segments_are_refused_and_nothing_is_stored(server, tmp_path: Path) 
         del f["rows/ptr"]
         f["rows/ptr"] = ptr[:-1]
 
+    def snapshot_past_the_end(f: h5py.File) -> None:
+        info = f["snaps/info"]
+        info[0, 1] = f["snaps/data"].shape[0]  # a byte offset at the end of the data
+
     tampered = {
+        "outside the snapshot data": snapshot_past_the_end,
         "JSON": keys("[["),
         "list of": keys('[["fc", "weight"]]'),
         "quantity": keys('[["fc", "weights", "weight"]]'),
