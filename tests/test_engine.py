@@ -36,7 +36,7 @@ def test_a_stuck_worker_costs_tensors_not_metrics() -> None:
         release.wait(5)
         got.append(record)
 
-    eng = Engine(slow_sink, lambda where, exc: None, max_pending=1, max_wait=0.05)
+    eng = Engine(slow_sink, lambda where, exc: None, max_pending=1, max_wait=0.05, direct=False)
     for step in range(4):
         eng.submit(StepItem(step, None, 0.0, {"loss": float(step)}, [_capture(step)]))
     release.set()
@@ -49,7 +49,7 @@ def test_a_stuck_worker_costs_tensors_not_metrics() -> None:
 def test_waiting_for_parameters_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_module, "PARAMS_WAIT_SECONDS", 0.05)
     release = threading.Event()
-    eng = Engine(lambda record: release.wait(5), lambda where, exc: None)
+    eng = Engine(lambda record: release.wait(5), lambda where, exc: None, direct=False)
     eng.submit(StepItem(0, None, 0.0, {}, [_capture(0)]))
     eng.submit(StepItem(1, None, 0.0, {}, [_capture(1)]))  # waits behind step 0
     eng.wait_params_read()  # step 1's parameters cannot be read while the sink blocks

@@ -50,11 +50,13 @@ def test_rows_and_histograms_match_the_reference_for_a_mixed_step(
     if reduction == "kernel":
         real = stats._reduce
 
-        def spy(jobs: np.ndarray, *args: np.ndarray) -> None:
+        def spy(jobs: np.ndarray, *args: object) -> int:
             kernel_jobs.append(len(jobs))
-            real.reduce_many(jobs, *args)
+            return int(real.reduce_many(jobs, *args))
 
-        monkeypatch.setattr(stats, "_reduce", SimpleNamespace(reduce_many=spy))
+        monkeypatch.setattr(
+            stats, "_reduce", SimpleNamespace(reduce_many=spy, copy_prefix=real.copy_prefix)
+        )
     entries = _entries()
     block = Planner().reduce(entries, True, None)
     # The plan's kernel call reads the three contiguous float32 tensors in place; StatsBatch

@@ -207,7 +207,7 @@ def test_tracking_failure_never_stops_training(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("stats exploded")
 
-    monkeypatch.setattr(engine.Planner, "reduce", broken)
+    monkeypatch.setattr(engine.Planner, "plan", broken)  # the worker's and the direct path's
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with (

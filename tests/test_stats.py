@@ -183,36 +183,48 @@ def test_kernel_rejects_malformed_jobs() -> None:
     from tracker.capture import _reduce
 
     t = torch.ones(4)
-    good = np.array([[t.data_ptr(), 4, -1, 1, 0, 1, 1, 4]], dtype=np.int64)
+    good = np.array([[0, 4, -1, 1, 0, 1, 1, 4]], dtype=np.int64)  # column 0: from `pointers`
+    at = [t.data_ptr()]
     params, out = np.zeros((1, 2)), np.zeros((1, 11))
     no_hists = (np.zeros(1, dtype=np.int64), np.zeros(0, np.uint16), np.zeros(0, np.int64))
-    _reduce.reduce_many(good, params, out, *no_hists)
+    assert _reduce.reduce_many(good, at, params, out, *no_hists) == 0  # no row to recompute
     np.testing.assert_array_equal(out[0], reference_stats(t.numpy()))
     assert _reduce.STAT_COLUMNS == STAT_NAMES  # the kernel writes rows in the stored order
-    # a null pointer, no elements, a histogram row that does not exist, units that do not fit
-    for changes in ({0: 0}, {1: 0}, {2: 0}, {4: 1, 5: 3}):
+    with pytest.raises(ValueError, match="malformed"):  # a null pointer
+        _reduce.reduce_many(good, [0], params, out, *no_hists)
+    with pytest.raises(ValueError, match="pointers"):
+        _reduce.reduce_many(good, at * 2, params, out, *no_hists)
+    with pytest.raises(TypeError, match="sequence"):
+        _reduce.reduce_many(good, None, params, out, *no_hists)
+    # no elements, a histogram row that does not exist, units that do not fit
+    for changes in ({1: 0}, {2: 0}, {4: 1, 5: 3}):
         bad = good.copy()
         for field, value in changes.items():
             bad[0, field] = value
         with pytest.raises(ValueError, match="malformed"):
-            _reduce.reduce_many(bad, params, out, *no_hists)
+            _reduce.reduce_many(bad, at, params, out, *no_hists)
     # histogram rows must count up from 0 in job order, with room for 512 bins each
     two = np.array([good[0], good[0]])
     two[:, 2] = [1, 0]
     one_each = (np.zeros(3, np.int64), np.zeros(1024, np.uint16), np.zeros(1024, np.int64))
     with pytest.raises(ValueError, match="malformed"):
-        _reduce.reduce_many(two, np.zeros((2, 2)), np.zeros((2, 11)), *one_each)
+        _reduce.reduce_many(two, at * 2, np.zeros((2, 2)), np.zeros((2, 11)), *one_each)
     two[:, 2] = [0, 1]
-    small = (np.zeros(3, np.int64), np.zeros(1023, np.uint16), np.zeros(1023, np.int64))
+    # too few entries for the bins: nothing past the end is written, ptr says what was needed
+    short = (np.zeros(3, np.int64), np.zeros(1, np.uint16), np.zeros(1, np.int64))
+    _reduce.reduce_many(two, at * 2, np.zeros((2, 2)), np.zeros((2, 11)), *short)
+    np.testing.assert_array_equal(short[0], [0, 1, 2])
+    assert (short[1][0], short[2][0]) == (127, 4)
+    mismatched = (np.zeros(3, np.int64), np.zeros(4, np.uint16), np.zeros(3, np.int64))
     with pytest.raises(ValueError, match="sizes"):
-        _reduce.reduce_many(two, np.zeros((2, 2)), np.zeros((2, 11)), *small)
+        _reduce.reduce_many(two, at * 2, np.zeros((2, 2)), np.zeros((2, 11)), *mismatched)
     ptr = one_each[0]
-    _reduce.reduce_many(two, np.zeros((2, 2)), np.zeros((2, 11)), *one_each)
+    _reduce.reduce_many(two, at * 2, np.zeros((2, 2)), np.zeros((2, 11)), *one_each)
     # 1.0 has sign 0 and biased exponent 127: its binade bin (histogram.py) holds all 4
     np.testing.assert_array_equal(ptr, [0, 1, 2])
     np.testing.assert_array_equal(one_each[1][:2], [127, 127])
     np.testing.assert_array_equal(one_each[2][:2], [4, 4])
     with pytest.raises(ValueError, match="sizes"):
-        _reduce.reduce_many(good, np.zeros((2, 2)), out, *no_hists)
+        _reduce.reduce_many(good, at, np.zeros((2, 2)), out, *no_hists)
     with pytest.raises(TypeError, match="writable"):
-        _reduce.reduce_many(good, params, bytes(88), *no_hists)
+        _reduce.reduce_many(good, at, params, bytes(88), *no_hists)

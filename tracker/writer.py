@@ -205,7 +205,7 @@ class Writer:
     def _add(self, record: StepRecord) -> None:
         if self._pending_since is None:
             self._pending_since = time.monotonic()
-        for block in record.blocks:
+        for block in record.assembled_blocks():  # warm here, a batch of steps at a time
             self._builder.add_block(record.step, block)
         for name, value in record.metrics.items():
             self._metrics.append(MetricRow(name, record.step, value, record.epoch, record.time))

@@ -11,7 +11,7 @@ tuple and one ``calls``/``flags`` array.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 
 import numpy as np
 
@@ -48,15 +48,20 @@ class StepBlock:
     hist_rows: np.ndarray  # int64 (n,): the row's histogram in ``hists``, -1 if none
     hists: HistogramRows  # h histograms, sparse
     snapshots: list[Snapshot | None] | None = None  # per row, or None if no row has one
+    # How many hist_rows are >= 0, if the caller knows (a step plan does): counting them costs
+    # NumPy calls, which are slow on the training thread (plan.finish_plan).
+    hist_count: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, hist_count: int | None) -> None:
         n = len(self.keys)
         if self.stats.shape != (n, len(STAT_NAMES)):
             raise ValueError(f"stats must be ({n}, {len(STAT_NAMES)}), got {self.stats.shape}")
         if self.calls.shape != (n,) or self.flags.shape != (n,) or self.hist_rows.shape != (n,):
             raise ValueError(f"calls, flags and hist_rows must have {n} entries")
-        if len(self.hists) != int((self.hist_rows >= 0).sum()):
-            raise ValueError(f"{len(self.hists)} histograms for {(self.hist_rows >= 0).sum()} rows")
+        if hist_count is None:
+            hist_count = int((self.hist_rows >= 0).sum())
+        if len(self.hists) != hist_count:
+            raise ValueError(f"{len(self.hists)} histograms for {hist_count} rows")
         if self.snapshots is not None and len(self.snapshots) != n:
             raise ValueError(f"snapshots must have {n} entries")
 
@@ -123,3 +128,50 @@ class StepBlock:
         if self.snapshots is None:
             return 0
         return sum(s.data.nbytes for s in self.snapshots if s is not None)
+
+
+@dataclass
+class PendingBlock:
+    """A StepBlock that the kernel has filled in but nobody has assembled yet.
+
+    On the training thread every NumPy call costs ~3-40 us, because its code and data are cold
+    after the step's torch ops (plan.py). Assembling a block takes a dozen of them, so a step
+    reduced there (direct.py) hands its blocks on like this and the writer thread assembles
+    them, warm, a batch of steps at a time. ``bins``/``counts`` may be longer than ``ptr[-1]``.
+    """
+
+    keys: tuple[SeriesKey, ...]
+    calls: np.ndarray
+    flags: np.ndarray
+    stats: np.ndarray
+    hist_rows: np.ndarray
+    ptr: np.ndarray
+    bins: np.ndarray
+    counts: np.ndarray
+    hist_count: int
+    drop: tuple[int, ...] = ()  # rows to leave out (written in place while being read)
+    snapshots: None = None
+
+    def __len__(self) -> int:
+        return len(self.keys) - len(self.drop)
+
+    def snapshot_bytes(self) -> int:
+        return 0
+
+    def block(self) -> StepBlock:
+        """The assembled block (histograms copied to their exact length)."""
+        if self.hist_count:
+            nnz = int(self.ptr[-1])
+            hists = HistogramRows(self.ptr, self.bins[:nnz].copy(), self.counts[:nnz].copy())
+        else:
+            hists = HistogramRows.empty()
+        block = StepBlock(
+            self.keys,
+            self.calls,
+            self.flags,
+            self.stats,
+            self.hist_rows,
+            hists,
+            hist_count=self.hist_count,
+        )
+        return block.without(self.drop) if self.drop else block

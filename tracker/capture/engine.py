@@ -1,6 +1,9 @@
 """The stats worker: turns a closed step's tensor references into host-side summaries.
 
 It runs on its own thread so that the training thread only pays for taking references (watch.py).
+Steps that need nothing but the C kernel skip it (direct.py): their parameters are reduced inside
+``run.log()`` and the rest on the kernel's own thread, which never takes the GIL. The worker keeps
+the steps that need Python or torch: snapshots, GradScaler, problem detectors, accelerators.
 Parameters are read first, because the next optimizer step overwrites them: a global optimizer
 step-pre-hook waits until the previous step's parameters have been read (normally already done).
 Parameters changed by anything else while being read are detected by their version counter and that
@@ -18,15 +21,21 @@ from typing import Any
 
 import torch.optim.optimizer as optim_hooks
 
-from tracker.capture.block import StepBlock, Summary
+from tracker.capture.block import PendingBlock, StepBlock, Summary
 from tracker.capture.device import SideStreams
+from tracker.capture.direct import PARAM_QUANTITIES, DirectStep
 from tracker.capture.plan import Planner
 from tracker.capture.snapshot import Snapshot, take_snapshot
 from tracker.capture.step import PROBE, TensorEntry, WatchCapture
 
-_PARAM_QUANTITIES = ("weight", "weight_grad")
 # Bound on how long an optimizer step waits for the worker before going ahead regardless (I1).
 PARAMS_WAIT_SECONDS = 10.0
+# Bound on how long log() waits for the kernel's thread to finish the step before (I1); it takes
+# well under a millisecond per million elements, so this is only reached if something is broken.
+DIRECT_WAIT_SECONDS = 60.0
+# A step reduced directly that nothing collects (no log(), no flush) is handed over by the worker
+# after this long, so that a pause in training does not keep it from the writer.
+DIRECT_IDLE_SECONDS = 0.5
 
 
 def _already_set() -> threading.Event:
@@ -62,17 +71,30 @@ class StepRecord:
     epoch: int | None
     time: float
     metrics: dict[str, float]
-    blocks: list[StepBlock]
+    # Steps reduced on the training thread (direct.py) carry PendingBlocks, which the receiver
+    # (the writer thread) assembles: assembled_blocks().
+    blocks: list[StepBlock | PendingBlock]
     layer_shapes: dict[str, dict[str, list[int]]]
+
+    def assembled_blocks(self) -> list[StepBlock]:
+        """The blocks, every PendingBlock assembled (once: they are replaced)."""
+        self.blocks = [b.block() if isinstance(b, PendingBlock) else b for b in self.blocks]
+        return self.blocks  # type: ignore[return-value]
 
     @property
     def summaries(self) -> list[Summary]:
         """Every row of every block as an object (for tests and tools, not the hot path)."""
-        return [s for block in self.blocks for s in block.summaries()]
+        return [s for block in self.assembled_blocks() for s in block.summaries()]
 
 
 class Engine:
-    """A daemon thread with a short queue of closed steps, summarized in order."""
+    """A daemon thread with a short queue of closed steps, summarized in order.
+
+    Steps that need only the kernel skip the queue (direct.py): submit() reads their parameters,
+    starts the rest on the kernel's own thread and hands the step over at the next submit() or
+    flush(). At most one such step is in flight, and only while the queue is empty, so records
+    still reach the sink in step order.
+    """
 
     def __init__(
         self,
@@ -80,7 +102,10 @@ class Engine:
         on_error: Callable[[str, BaseException], None],
         max_pending: int = 1,
         max_wait: float = 5.0,
+        direct: bool = True,
     ) -> None:
+        """``sink`` must not block: it is also called on the training thread. ``direct``: let
+        steps that need only the kernel skip the worker (direct.py)."""
         self._sink = sink
         self._on_error = on_error
         # One step waiting while another is summarized bounds the tensors held to two steps.
@@ -93,6 +118,10 @@ class Engine:
         self._last_item: StepItem | None = None
         self.counters: Counter[str] = Counter()
         self._planner = Planner()
+        self._allow_direct = direct
+        self._direct_planner = Planner()  # the training thread's: plans own scratch buffers
+        self._direct: tuple[StepItem, DirectStep, float] | None = None
+        self._stuck: list[DirectStep] = []  # never finished by the kernel: kept alive (I1)
         self._streams = SideStreams()
         self._hook = optim_hooks.register_optimizer_step_pre_hook(self._before_optimizer_step)
         self._thread = threading.Thread(target=self._loop, name="tracker-stats", daemon=True)
@@ -103,8 +132,10 @@ class Engine:
         ``max_wait`` seconds, then drop the step's tensors but keep its metrics (I1).
 
         A step without tensors goes straight to the sink when nothing is queued before it:
-        waking the worker for it would be a thread switch, and a GIL handoff, every step."""
+        waking the worker for it would be a thread switch, and a GIL handoff, every step. So
+        does a step that needs only the kernel (direct.py)."""
         with self._cond:
+            self._finish_direct()  # the step before goes first
             if item.captures and self._queued_with_tensors() >= self._max_pending:
                 deadline = time.monotonic() + self._max_wait
                 while self._queued_with_tensors() >= self._max_pending and not self._stopping:
@@ -119,9 +150,12 @@ class Engine:
             if self._stopping:
                 self.counters["late_steps"] += 1
                 return
+            idle = not self._queue and not self._busy
             if item.captures:
+                if idle and self._start_direct(item):
+                    return
                 item.params_read = threading.Event()
-            elif not self._queue and not self._busy:
+            elif idle:
                 # In order: nothing is ahead of it. Under the lock, so nothing overtakes it.
                 self._hand_over(StepRecord(item.step, item.epoch, item.time, item.metrics, [], {}))
                 return
@@ -133,6 +167,7 @@ class Engine:
         """Wait until every queued step has been handed to the sink; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            self._finish_direct()
             while self._queue or self._busy:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -146,6 +181,7 @@ class Engine:
         """Finish queued work (up to ``timeout``), then stop the thread and the optimizer hook."""
         done = self.flush(timeout)
         with self._cond:
+            self._finish_direct()
             self._stopping = True
             for item in self._queue:
                 item.params_read.set()
@@ -174,11 +210,67 @@ class Engine:
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.wait_params_read()
 
+    def _start_direct(self, item: StepItem) -> bool:
+        """Take ``item`` without the worker if it needs only the kernel (direct.py); False if
+        it needs the worker."""
+        if not self._allow_direct:
+            return False
+        try:
+            step = DirectStep.start(item.captures, self._direct_planner, self.counters)
+        except Exception as exc:  # I1: as on the worker, the step keeps its metrics only
+            self._on_error("summarizing a step", exc)
+            self.counters["lost_steps"] += 1
+            item.captures = []
+            self._hand_over(StepRecord(item.step, item.epoch, item.time, item.metrics, [], {}))
+            return True
+        if step is None:
+            return False
+        # Not waking the worker (a GIL handoff): it looks in every DIRECT_IDLE_SECONDS (_loop).
+        self._direct = (item, step, time.monotonic())
+        return True
+
+    def _finish_direct(self) -> None:
+        """Hand over the step started by _start_direct, if any (called with the lock held)."""
+        if self._direct is None:
+            return
+        item, step, _ = self._direct
+        self._direct = None
+        blocks: list[StepBlock | PendingBlock] = []
+        try:
+            finished = step.finish(self.counters, DIRECT_WAIT_SECONDS)
+        except Exception as exc:
+            self._on_error("summarizing a step", exc)
+            self.counters["lost_steps"] += 1
+        else:
+            if finished is None:  # the kernel's thread still reads the tensors: keep them
+                self._stuck.append(step)
+                self._on_error(
+                    "summarizing a step",
+                    TimeoutError(f"the stats kernel took over {DIRECT_WAIT_SECONDS:.0f} s"),
+                )
+                self.counters["lost_steps"] += 1
+            else:
+                blocks.extend(finished)
+        shapes: dict[str, dict[str, list[int]]] = {}
+        for capture in item.captures:
+            for layer, parts in capture.layer_shapes.items():
+                shapes.setdefault(layer, {}).update(parts)
+        item.captures = []  # release the tensors now
+        self._hand_over(StepRecord(item.step, item.epoch, item.time, item.metrics, blocks, shapes))
+
     def _loop(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._stopping:
-                    self._cond.wait()
+                    direct = self._direct
+                    # Nothing has collected it (a pause in training): hand it over from here.
+                    if (
+                        direct is not None
+                        and time.monotonic() - direct[2] >= DIRECT_IDLE_SECONDS
+                        and direct[1].done()
+                    ):
+                        self._finish_direct()
+                    self._cond.wait(DIRECT_IDLE_SECONDS)
                 if not self._queue:
                     return
                 item = self._queue.popleft()
@@ -206,12 +298,12 @@ class Engine:
             self._on_error("handing a step to the writer", exc)
 
     def _summarize(self, item: StepItem) -> StepRecord:
-        blocks: list[StepBlock] = []
+        blocks: list[StepBlock | PendingBlock] = []
         shapes: dict[str, dict[str, list[int]]] = {}
         split = []
         for capture in item.captures:
-            params = [e for e in capture.entries if e.quantity in _PARAM_QUANTITIES]
-            others = [e for e in capture.entries if e.quantity not in _PARAM_QUANTITIES]
+            params = [e for e in capture.entries if e.quantity in PARAM_QUANTITIES]
+            others = [e for e in capture.entries if e.quantity not in PARAM_QUANTITIES]
             param_block = self._block(capture, params)
             split.append((capture, others, param_block))
             if param_block is not None:

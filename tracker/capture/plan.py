@@ -10,15 +10,16 @@ go through StatsBatch one by one.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from tracker.capture import stats
-from tracker.capture.block import StepBlock
+from tracker.capture.block import PendingBlock, StepBlock
 from tracker.capture.histogram import N_BINS, sample_stride
 from tracker.capture.histrows import HistogramRows
 from tracker.capture.step import TensorEntry
@@ -30,9 +31,10 @@ _NAN = STAT_INDEX["nan_count"]
 MAX_PLANS = 64
 
 
-@dataclass(frozen=True)
+@dataclass
 class StepPlan:
-    """What stays the same between steps that record the same layout of tensors."""
+    """What stays the same between steps that record the same layout of tensors (all but
+    ``bins_needed``, which runs of the plan raise)."""
 
     keys: tuple[tuple[str, str, str], ...]
     calls: np.ndarray  # int64 (n,)
@@ -44,12 +46,16 @@ class StepPlan:
     jobs: np.ndarray  # int64 (k, 8): reduce_many()'s table; column 0 (data pointer) per step
     params: np.ndarray  # float64 (k, 2)
     kernel_histograms: int
+    hist_count: int  # rows with a histogram
+    elements: int  # total elements of the tensors
     histogram: bool
     histogram_max_elements: int | None
     # The kernel's histogram output, reused by every step of the plan (one worker thread runs
     # a Planner): a fresh (h * 512) buffer per step cost a page fault per 4 KiB touched.
     scratch_bins: np.ndarray  # uint16 (kernel_histograms * N_BINS,)
     scratch_counts: np.ndarray  # int64 (same)
+    # The most non-empty bins a run has needed: sizes the buffers of runs that keep their own.
+    bins_needed: int = 0
 
 
 def _kind(entry: TensorEntry) -> stats.ActivationKind:
@@ -119,6 +125,8 @@ def build_plan(entries: Sequence[TensorEntry], histogram: bool, hist_max: int | 
         jobs=table,
         params=np.array(jobs.params, dtype=np.float64).reshape(k, 2),
         kernel_histograms=jobs.histograms,
+        hist_count=int((hist_rows >= 0).sum()),
+        elements=sum(e.tensor.numel() for e in entries),
         histogram=histogram,
         histogram_max_elements=hist_max,
         scratch_bins=np.empty(jobs.histograms * N_BINS, dtype=np.uint16),
@@ -129,17 +137,18 @@ def build_plan(entries: Sequence[TensorEntry], histogram: bool, hist_max: int | 
 class Planner:
     """Reduces a step's entries to a StepBlock, reusing the plans of layouts seen before.
 
-    Not thread-safe: plans own scratch buffers, so one thread (the stats worker) uses a Planner.
+    Not thread-safe: plans own scratch buffers, so one thread (the stats worker) uses a Planner,
+    and at most one run of a plan is in flight at a time.
     """
 
     def __init__(self) -> None:
         self._plans: dict[Hashable, StepPlan] = {}
         self.built = 0  # plans built so far (a layout that never repeats shows up here)
 
-    def reduce(
+    def plan(
         self, entries: Sequence[TensorEntry], histogram: bool, hist_max: int | None
-    ) -> StepBlock:
-        """Stats (and histograms, if ``histogram``) of every entry's tensor, one row each."""
+    ) -> StepPlan:
+        """The plan of ``entries``' layout, built the first time it is seen."""
         signature = _signature(entries, histogram, hist_max)
         plan = self._plans.get(signature)
         if plan is None:
@@ -147,33 +156,136 @@ class Planner:
                 self._plans.clear()
             plan = self._plans[signature] = build_plan(entries, histogram, hist_max)
             self.built += 1
+        return plan
+
+    def reduce(
+        self, entries: Sequence[TensorEntry], histogram: bool, hist_max: int | None
+    ) -> StepBlock:
+        """Stats (and histograms, if ``histogram``) of every entry's tensor, one row each."""
+        plan = self.plan(entries, histogram, hist_max)
         return run_plan(plan, [e.tensor for e in entries])
+
+
+@dataclass
+class PlanRun:
+    """A plan's kernel call, running on the kernel's thread (``ticket``) or already done."""
+
+    plan: StepPlan
+    tensors: Sequence[Tensor]  # keeps every pointed-to tensor alive while the kernel reads
+    rows: np.ndarray
+    kernel: np.ndarray  # the kernel's rows: ``rows`` itself, or a buffer copied into it
+    ptr: np.ndarray
+    bins: np.ndarray  # the plan's scratch, or the run's own (start_plan(own=True))
+    counts: np.ndarray
+    ticket: Any = None  # _reduce.Ticket while the kernel's thread may still be reading
+    untrusted: int = 0  # rows the kernel could not trust, to recompute (known once done)
+
+    def done(self) -> bool:
+        """True once the kernel has read every tensor (finishing will not wait for it)."""
+        return self.ticket is None or self.ticket.done()
 
 
 def run_plan(plan: StepPlan, tensors: Sequence[Tensor]) -> StepBlock:
     """Reduce ``tensors`` (laid out as ``plan`` says) to a StepBlock; blocks until done."""
+    block = finish_plan(start_plan(plan, tensors))
+    assert block is not None  # nothing to wait for
+    return block
+
+
+def start_plan(
+    plan: StepPlan, tensors: Sequence[Tensor], background: bool = False, own: bool = False
+) -> PlanRun:
+    """Start reducing ``tensors``: here, or with ``background`` on the kernel's own thread,
+    which never takes the GIL (_reduce.c). Histograms go to the plan's scratch buffers (in use
+    until finish_plan() returns: run one plan once at a time), or with ``own`` to buffers of the
+    run's own, sized from the plan's earlier runs, which pending_plan() hands on uncopied."""
     n = len(tensors)
-    histograms = []
     if len(plan.kernel_rows) == n:  # the usual case: the kernel's rows are the block's
         rows = np.empty((n, len(STAT_NAMES)), dtype=np.float64)
         kernel = rows
     else:
         rows = np.full((n, len(STAT_NAMES)), np.nan)
         kernel = np.empty((len(plan.kernel_rows), len(STAT_NAMES)), dtype=np.float64)
+    ptr = np.empty(plan.kernel_histograms + 1, dtype=np.int64)
+    bins, counts = plan.scratch_bins, plan.scratch_counts
+    if own and plan.kernel_histograms:
+        # Room for a quarter more bins than ever needed: a run that needs more is redone.
+        needed = plan.bins_needed
+        size = needed + needed // 4 + 64 if needed else len(bins)
+        bins, counts = np.empty(size, dtype=np.uint16), np.empty(size, dtype=np.int64)
+    run = PlanRun(plan, tensors, rows, kernel, ptr, bins, counts)
     if len(plan.kernel_rows):
-        jobs = plan.jobs.copy()
-        jobs[:, 0] = [tensors[i].data_ptr() for i in plan.kernel_rows]
-        ptr = np.empty(plan.kernel_histograms + 1, dtype=np.int64)
-        bins, counts = plan.scratch_bins, plan.scratch_counts
-        # `tensors` keeps every pointed-to tensor alive until the call returns.
-        stats._reduce.reduce_many(jobs, plan.params, kernel, ptr, bins, counts)
-        for j in np.flatnonzero(np.isnan(kernel[:, _NAN])):  # NaN/Inf or cancellation: redo
-            stats._precise(tensors[plan.kernel_rows[j]].detach(), kernel[j])
-        if kernel is not rows:
-            rows[plan.kernel_rows] = kernel
-        if plan.kernel_histograms:
-            nnz = int(ptr[-1])  # copied out of the scratch, which the next step overwrites
-            histograms.append(HistogramRows(ptr, bins[:nnz].copy(), counts[:nnz].copy()))
+        args = (plan.jobs, _pointers(run), plan.params, kernel, ptr, bins, counts)
+        if background:  # the ticket holds the tensors until the kernel is done with them
+            run.ticket = stats._reduce.reduce_many_async(*args, tensors)
+        else:
+            run.untrusted = stats._reduce.reduce_many(*args)
+    return run
+
+
+def _pointers(run: PlanRun) -> list[int]:
+    tensors, rows = run.tensors, run.plan.kernel_rows
+    if len(rows) == len(tensors):
+        return [t.data_ptr() for t in tensors]
+    return [tensors[i].data_ptr() for i in rows]
+
+
+def _settle(run: PlanRun, timeout: float | None) -> bool:
+    """Wait for the kernel, then do what it left: histograms that did not fit the run's own
+    buffers (rerun into the scratch) and rows it could not trust. False on timeout.
+
+    This runs on the training thread for most steps (direct.py), where each NumPy call costs
+    ~3-40 us (its code and data are cold after the step's torch ops): the usual case calls few.
+    """
+    if run.ticket is not None:
+        untrusted = run.ticket.wait(timeout)
+        if untrusted is None:
+            return False
+        run.ticket, run.untrusted = None, untrusted
+    plan, tensors = run.plan, run.tensors
+    if not len(plan.kernel_rows):
+        return True
+    if plan.kernel_histograms:
+        nnz = int(run.ptr[-1])
+        own = run.bins is not plan.scratch_bins
+        if nnz > len(run.bins):  # more bins than ever before: redo it with room for all
+            run.untrusted = stats._reduce.reduce_many(
+                plan.jobs, _pointers(run), plan.params, run.kernel, run.ptr,
+                plan.scratch_bins, plan.scratch_counts,
+            )  # fmt: skip
+            run.bins, run.counts = plan.scratch_bins, plan.scratch_counts
+            if own:  # the scratch is the next run's: this one keeps a copy
+                hists = _kernel_histograms(run)
+                run.bins, run.counts = hists.bins, hists.counts
+        plan.bins_needed = max(plan.bins_needed, nnz)
+    if run.untrusted:  # NaN/Inf or cancellation: redo those rows precisely
+        for j in np.flatnonzero(np.isnan(run.kernel[:, _NAN])):
+            stats._precise(tensors[plan.kernel_rows[j]].detach(), run.kernel[j])
+    if run.kernel is not run.rows:
+        run.rows[plan.kernel_rows] = run.kernel
+    return True
+
+
+def _kernel_histograms(run: PlanRun) -> HistogramRows:
+    """The kernel's histograms, copied out of the scratch (which the next run overwrites) or
+    trimmed from the run's own buffers."""
+    nnz = int(run.ptr[-1])
+    bins = np.empty(nnz, dtype=np.uint16)
+    counts = np.empty(nnz, dtype=np.int64)
+    stats._reduce.copy_prefix(run.bins, bins)
+    stats._reduce.copy_prefix(run.counts, counts)
+    return HistogramRows(run.ptr, bins, counts)
+
+
+def finish_plan(run: PlanRun, timeout: float | None = None) -> StepBlock | None:
+    """The block of a started run, once the kernel is done; None if it was not done within
+    ``timeout`` seconds (the run is still in flight: keep it, and its tensors, alive)."""
+    if not _settle(run, timeout):
+        return None
+    plan, tensors, rows = run.plan, run.tensors, run.rows
+    histograms = []
+    if len(plan.kernel_rows) and plan.kernel_histograms:
+        histograms.append(_kernel_histograms(run))
     if plan.other_rows:
         batch = stats.StatsBatch()
         for i in plan.other_rows:
@@ -188,5 +300,40 @@ def run_plan(plan: StepPlan, tensors: Sequence[Tensor]) -> StepBlock:
         if plan.histogram:
             dense = np.array(result.histograms, dtype=np.int64).reshape(-1, N_BINS)
             histograms.append(HistogramRows.from_dense(dense))
-    hists = HistogramRows.concat(histograms) if plan.histogram else HistogramRows.empty()
-    return StepBlock(plan.keys, plan.calls, plan.flags, rows, plan.hist_rows, hists)
+    if len(histograms) == 1:
+        hists = histograms[0]
+    else:
+        hists = HistogramRows.concat(histograms) if plan.histogram else HistogramRows.empty()
+    return StepBlock(
+        plan.keys, plan.calls, plan.flags, rows, plan.hist_rows, hists, hist_count=plan.hist_count
+    )
+
+
+def pending_plan(
+    run: PlanRun,
+    timeout: float | None = None,
+    drop: Callable[[], Sequence[int]] | None = None,
+) -> PendingBlock | None:
+    """Like finish_plan() for a run of a plan the kernel reads whole (no ``other_rows``), but
+    the block is assembled later, by whoever calls PendingBlock.block(): the training thread
+    only waits, checks and lets go of the tensors. ``drop``, called once the kernel is done
+    reading: the rows to leave out (written in place while being read)."""
+    plan = run.plan
+    if plan.other_rows:
+        raise ValueError("pending_plan() needs a plan the kernel reads whole")
+    if not _settle(run, timeout):
+        return None
+    dropped = tuple(drop()) if drop is not None else ()
+    run.tensors = ()
+    return PendingBlock(
+        plan.keys,
+        plan.calls,
+        plan.flags,
+        run.rows,
+        plan.hist_rows,
+        run.ptr,
+        run.bins,
+        run.counts,
+        plan.hist_count,
+        dropped,
+    )

@@ -32,9 +32,10 @@ try:  # built by `pip install` from _reduce.c; optional (setup.py)
 except ImportError:  # pragma: no cover - exercised only on installs without a C compiler
     _reduce = None  # type: ignore[assignment]
     KERNEL_STATUS = f"not built, so stats are reduced with NumPy (several times slower): {_REBUILD}"
-# The kernel writes stats rows itself and takes sparse histogram buffers (API 2); a build from
+# The kernel writes stats rows itself, takes sparse histogram buffers (API 2) and runs them on its
+# own thread too (API 3, reduce_many_async); a build from
 # an older _reduce.c would not match, and is ignored rather than called wrongly.
-_KERNEL_API = 2
+_KERNEL_API = 3
 if _reduce is not None and (
     getattr(_reduce, "STAT_COLUMNS", None) != STAT_NAMES
     or getattr(_reduce, "API_VERSION", None) != _KERNEL_API
@@ -148,6 +149,7 @@ class _KernelJobs:
         counts = np.empty(self.histograms * N_BINS, dtype=np.int64)
         _reduce.reduce_many(
             np.array(self.jobs, dtype=np.int64).reshape(n, 8),
+            [job[0] for job in self.jobs],
             np.array(self.params, dtype=np.float64).reshape(n, 2),
             out,
             ptr,

@@ -1,6 +1,6 @@
 """Hooks on a model's layers: the handle returned by ``run.watch(model)``.
 
-Hooks only take references; all arithmetic happens later, off the training thread (engine.py):
+Hooks only take references; the arithmetic happens once the step closes (engine.py, direct.py):
 - activation: a forward hook keeps ``output.detach()`` (a view, no copy). Outputs later written in
   place (``ReLU(inplace=True)``, ``x += y``) are found by their version counter: a layer's first
   recorded step clones its outputs and checks; layers seen mutated are cloned from then on.
