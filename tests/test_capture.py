@@ -9,6 +9,7 @@ summation-order tolerance.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -230,6 +231,45 @@ def test_frozen_layer_has_weights_but_no_weight_gradient(store_path: Path) -> No
         assert len(r.series("frozen", "activation_grad", "norm")[0]) == 0  # no input needs grad
         sat_steps, saturated = r.series("sig", "activation", "saturated_frac")
         assert len(sat_steps) == STEPS and np.isfinite(saturated).all()
+
+
+@pytest.mark.parametrize("snapshot_every", [0, 1])  # 1: the worker's path; 0: the direct one
+def test_gradients_zeroed_in_place_are_recorded_not_torn(
+    snapshot_every: int, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zero_grad(set_to_none=False) at the top of the loop writes last step's .grad in place,
+    with no hook beforehand, while the worker may not have read it yet (and a version check
+    cannot see a write still in progress): such gradients are copied when the step closes, and
+    so is each parameter's first, before the watch knows."""
+    from tracker.capture.plan import Planner
+
+    reduce = Planner.reduce
+
+    def late_reduce(self: Planner, *args: object) -> object:
+        time.sleep(0.02)  # the worker behind: the next zero_grad() always comes first
+        return reduce(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Planner, "reduce", late_reduce)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.Linear(128, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(32, 64), torch.randint(0, 4, (32,))
+    want = []
+    with tracker.init(project="capture", store=store_path) as run:
+        run.watch(model, every=1, histogram_every=1, snapshot_every=snapshot_every)
+        for step in range(8):
+            opt.zero_grad(set_to_none=False)
+            F.cross_entropy(model(x), y).backward()
+            want.append(float(model[2].weight.grad.double().norm()))
+            opt.step()
+            run.log({}, step=step)
+        run.flush()
+        torn = run._engine.counters["torn_reads"]
+    with tracker.open_run(run.id, store=store_path) as r:
+        steps, norms = r.series("2", "weight_grad", "norm", param="weight")
+    assert torn == 0
+    assert steps.tolist() == list(range(8))
+    np.testing.assert_allclose(norms, want, rtol=RTOL)
 
 
 def test_eval_forward_between_steps_is_kept_apart_from_training(store_path: Path) -> None:

@@ -100,6 +100,7 @@ class Watch:
         self._entries: list[TensorEntry] = []
         self._param_grads: dict[int, Tensor] = {}
         self._trusted: set[tuple[int, str]] = set()  # (layer, part) outputs never seen mutated
+        self._grads_seen: set[int] = set()  # ids of parameters whose gradient was recorded
         self._cloned: set[tuple[int, str]] = set()  # outputs that other ops write in place
         self._shapes: dict[str, dict[str, list[int]]] = {}
         self._skipped_calls = 0
@@ -412,20 +413,23 @@ class Watch:
                     )
                 )
                 grad = grads.get(id(param), param.grad)
-                if grad is not None:
-                    entries.append(
-                        TensorEntry(
-                            name,
-                            "weight_grad",
-                            pname,
-                            0,
-                            _PARAM_FLAGS,
-                            grad,
-                            None,
-                            grad,
-                            grad._version,
-                        )
+                if grad is None:
+                    continue
+                if grad._version or id(param) not in self._grads_seen:
+                    # Written in place before (zero_grad(set_to_none=False), accumulation over
+                    # steps, DDP's bucket views), so the next zero_grad() may write it again
+                    # before the worker reads it, with no hook to wait in, and a version check
+                    # cannot see a write still in progress: copy it now. So too the first time,
+                    # before we know. A fresh gradient (set_to_none, the default) has version 0.
+                    self._grads_seen.add(id(param))
+                    copy = grad.detach().clone()
+                    entries.append(TensorEntry(name, "weight_grad", pname, 0, _PARAM_FLAGS, copy))
+                    continue
+                entries.append(
+                    TensorEntry(
+                        name, "weight_grad", pname, 0, _PARAM_FLAGS, grad, None, grad, grad._version
                     )
+                )
 
 
 def _remove(handles: list[RemovableHandle]) -> None:
