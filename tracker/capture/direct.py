@@ -46,7 +46,8 @@ def _simple(capture: WatchCapture) -> bool:
     )
 
 
-def _split(capture: WatchCapture) -> tuple[list[TensorEntry], list[TensorEntry]]:
+def split_params(capture: WatchCapture) -> tuple[list[TensorEntry], list[TensorEntry]]:
+    """(parameters and their gradients, the rest) of a capture, each in capture order."""
     params = [e for e in capture.entries if e.quantity in PARAM_QUANTITIES]
     others = [e for e in capture.entries if e.quantity not in PARAM_QUANTITIES]
     return params, others
@@ -56,12 +57,8 @@ class DirectStep:
     """One step's captures on their way through the kernel, owned by the training thread."""
 
     def __init__(
-        self,
-        captures: list[WatchCapture],
-        runs: list[tuple[list[TensorEntry], PlanRun]],
-        blocks: list[PendingBlock],
+        self, runs: list[tuple[list[TensorEntry], PlanRun]], blocks: list[PendingBlock]
     ) -> None:
-        self._captures = captures
         self._runs = runs
         self._blocks = blocks
 
@@ -79,7 +76,7 @@ class DirectStep:
             return None
         planned = []
         for capture in captures:
-            params, others = _split(capture)
+            params, others = split_params(capture)
             hist, hist_max = capture.histograms, capture.histogram_max_elements
             param_plan = planner.plan(params, hist, hist_max) if params else None
             other_plan = planner.plan(others, hist, hist_max) if others else None
@@ -91,11 +88,11 @@ class DirectStep:
         for params, param_plan, others, other_plan in planned:
             if param_plan is not None:
                 run = start_plan(param_plan, [e.tensor for e in params], own=True)
-                _keep(blocks, pending_plan(run, None, partial(_torn, params, counters)))
+                _keep(blocks, pending_plan(run, None, partial(torn_rows, params, counters)))
             if other_plan is not None:
                 run = start_plan(other_plan, [e.tensor for e in others], background=True, own=True)
                 runs.append((others, run))
-        return cls(captures, runs, blocks)
+        return cls(runs, blocks)
 
     def done(self) -> bool:
         """True once the kernel's thread has read every tensor."""
@@ -107,14 +104,11 @@ class DirectStep:
         tensors, alive)."""
         while self._runs:
             entries, run = self._runs[0]
-            pending = pending_plan(run, timeout, partial(_torn, entries, counters))
+            pending = pending_plan(run, timeout, partial(torn_rows, entries, counters))
             if pending is None:
                 return None
             self._runs.pop(0)
             _keep(self._blocks, pending)
-        for capture in self._captures:
-            counters["dropped_inplace"] += capture.dropped_inplace
-            counters["skipped_calls"] += capture.skipped_calls
         return self._blocks
 
 
@@ -127,8 +121,9 @@ def eligible_plans(param_plan: StepPlan | None, other_plan: StepPlan | None) -> 
     return param_plan is None or param_plan.elements <= MAX_PARAM_ELEMENTS
 
 
-def _torn(entries: list[TensorEntry], counters: Counter[str]) -> list[int]:
-    """Rows whose tensor was written in place since it was captured (so while being read)."""
+def torn_rows(entries: list[TensorEntry], counters: Counter[str]) -> list[int]:
+    """Rows whose tensor was written in place since it was captured (so while being read),
+    counted as torn reads. TensorEntry.mutated(), inlined: this runs per entry per step."""
     torn = [
         i
         for i, e in enumerate(entries)

@@ -23,7 +23,7 @@ import torch.optim.optimizer as optim_hooks
 
 from tracker.capture.block import PendingBlock, StepBlock, Summary
 from tracker.capture.device import SideStreams
-from tracker.capture.direct import PARAM_QUANTITIES, DirectStep
+from tracker.capture.direct import DirectStep, split_params, torn_rows
 from tracker.capture.plan import Planner
 from tracker.capture.snapshot import Snapshot, take_snapshot
 from tracker.capture.step import PROBE, TensorEntry, WatchCapture
@@ -251,11 +251,7 @@ class Engine:
                 self.counters["lost_steps"] += 1
             else:
                 blocks.extend(finished)
-        shapes: dict[str, dict[str, list[int]]] = {}
-        for capture in item.captures:
-            for layer, parts in capture.layer_shapes.items():
-                shapes.setdefault(layer, {}).update(parts)
-        item.captures = []  # release the tensors now
+        shapes = self._close_captures(item)
         self._hand_over(StepRecord(item.step, item.epoch, item.time, item.metrics, blocks, shapes))
 
     def _loop(self) -> None:
@@ -299,11 +295,9 @@ class Engine:
 
     def _summarize(self, item: StepItem) -> StepRecord:
         blocks: list[StepBlock | PendingBlock] = []
-        shapes: dict[str, dict[str, list[int]]] = {}
         split = []
         for capture in item.captures:
-            params = [e for e in capture.entries if e.quantity in PARAM_QUANTITIES]
-            others = [e for e in capture.entries if e.quantity not in PARAM_QUANTITIES]
+            params, others = split_params(capture)
             param_block = self._block(capture, params)
             split.append((capture, others, param_block))
             if param_block is not None:
@@ -321,12 +315,19 @@ class Engine:
                     capture.detector.observe(item.step, seen)  # type: ignore[attr-defined]
                 except Exception as exc:  # I1
                     self._on_error("checking for training problems", exc)
+        shapes = self._close_captures(item)
+        return StepRecord(item.step, item.epoch, item.time, metrics, blocks, shapes)
+
+    def _close_captures(self, item: StepItem) -> dict[str, dict[str, list[int]]]:
+        """Count what the watches dropped, gather the layers' shapes and let go of the tensors."""
+        shapes: dict[str, dict[str, list[int]]] = {}
+        for capture in item.captures:
             self.counters["dropped_inplace"] += capture.dropped_inplace
             self.counters["skipped_calls"] += capture.skipped_calls
             for layer, parts in capture.layer_shapes.items():
                 shapes.setdefault(layer, {}).update(parts)
-        item.captures = []  # release the tensors now
-        return StepRecord(item.step, item.epoch, item.time, metrics, blocks, shapes)
+        item.captures = []
+        return shapes
 
     def _block(self, capture: WatchCapture, entries: list[TensorEntry]) -> StepBlock | None:
         if not entries:
@@ -350,9 +351,8 @@ class Engine:
         block = self._planner.reduce(entries, capture.histograms, capture.histogram_max_elements)
         block.snapshots = snaps
         # Overwritten while we read it: drop rather than store a mix.
-        torn = [i for i, e in enumerate(entries) if e.mutated()]
+        torn = torn_rows(entries, self.counters)
         if torn:
-            self.counters["torn_reads"] += len(torn)
             block = block.without(torn)
         return block if len(block) else None
 
